@@ -1,0 +1,46 @@
+"""skface: age and gender from face images, the scikit-learn way.
+
+The public surface:
+
+- :class:`AgeGenderCNN`: the two-output CNN as a scikit-learn estimator.
+- :class:`ImagePreprocessor`: files, bytes, PIL images or arrays to image batches.
+- :func:`load_utkface`: the UTKFace data set from a folder or archive.
+- :func:`make_synthetic_faces`: generated faces, the embedded default data.
+- :func:`load_pretrained` / :func:`save_pretrained`: fitted pipelines without pickle.
+- :mod:`skface.metrics`: age and gender metrics and scorers.
+"""
+
+__version__ = "0.1.0"
+
+from . import metrics  # noqa: E402
+from .estimator import AgeGenderCNN
+from .exceptions import (
+    ImageDecodeError,
+    NotFittedEstimatorError,
+    PretrainedModelError,
+    SkfaceError,
+    UTKFaceError,
+)
+from .preprocessing import ImagePreprocessor
+from .pretrained import load_pretrained, save_pretrained
+from .synthetic import make_synthetic_faces, write_synthetic_utkface
+from .utkface import CacheWarning, SkippedFilesWarning, load_utkface
+
+__all__ = [
+    "AgeGenderCNN",
+    "CacheWarning",
+    "ImageDecodeError",
+    "ImagePreprocessor",
+    "NotFittedEstimatorError",
+    "PretrainedModelError",
+    "SkfaceError",
+    "SkippedFilesWarning",
+    "UTKFaceError",
+    "load_pretrained",
+    "load_utkface",
+    "make_synthetic_faces",
+    "metrics",
+    "save_pretrained",
+    "write_synthetic_utkface",
+    "__version__",
+]

@@ -1,0 +1,201 @@
+"""The ``skface`` command line: train a model and predict with it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train AgeGenderCNN and report held-out figures",
+        description=(
+            "Train AgeGenderCNN on synthetic faces (the default, no download needed) or on a "
+            "UTKFace folder or archive, evaluate it on a held-out split and optionally save it."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        help="'synthetic' for generated faces, or a UTKFace folder, .zip or .tar.gz archive",
+    )
+    p.add_argument("--n-samples", type=int, default=2000, help="number of synthetic faces (with --data synthetic)")
+    p.add_argument("--image-size", type=int, default=64, help="side of the square input images in pixels")
+    p.add_argument("--color", choices=["grayscale", "rgb"], default="grayscale", help="input colour")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=32, help="images per gradient step")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--validation-split", type=float, default=0.1, help="share of the training data for validation")
+    p.add_argument("--test-split", type=float, default=0.2, help="share of the data held out for the final figures")
+    p.add_argument("--seed", type=int, default=0, help="random seed for data, split and training")
+    p.add_argument("--save", type=Path, default=None, help="folder to save the fitted pipeline to (see load_pretrained)")
+    p.set_defaults(func=_train)
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict age and gender for image files or folders",
+        description="Predict age and gender for image files, or every file in the given folders.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="folder of a saved model (skface train --save DIR); default: the pretrained model",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
+    p.set_defaults(func=_predict)
+
+
+def _train(args) -> int:
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+
+    from . import metrics
+    from .estimator import AgeGenderCNN
+    from .preprocessing import ImagePreprocessor
+    from .pretrained import save_pretrained
+    from .synthetic import make_synthetic_faces
+    from .utkface import load_utkface
+
+    if not 0 < args.test_split < 1:
+        raise SystemExit(f"skface train: --test-split must be between 0 and 1, got {args.test_split}.")
+    if args.data == "synthetic":
+        print(
+            f"Data: {args.n_samples} synthetic faces. A model trained on them knows nothing about "
+            "real faces; pass --data PATH to train on UTKFace."
+        )
+        X, y = make_synthetic_faces(
+            args.n_samples, image_size=args.image_size, color=args.color, random_state=args.seed
+        )
+    else:
+        bunch = load_utkface(args.data, image_size=args.image_size, color=args.color)
+        X, y = bunch.images, bunch.target
+        print(f"Data: {len(X)} faces from {args.data} ({len(bunch.skipped)} files skipped).")
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=args.test_split, random_state=args.seed, stratify=y[:, 1]
+    )
+    estimator = AgeGenderCNN(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_split=args.validation_split,
+        random_state=args.seed,
+    )
+    start = time.perf_counter()
+    estimator.fit(X_train, y_train)
+    seconds = time.perf_counter() - start
+    y_pred = estimator.predict(X_test)
+    proba = estimator.predict_proba(X_test)
+    baseline = np.column_stack(
+        [np.full(len(y_test), np.median(y_train[:, 0])), np.full(len(y_test), float(y_train[:, 1].mean() >= 0.5))]
+    )
+    rows = [
+        ("age MAE (years)", metrics.age_mae(y_test, y_pred), metrics.age_mae(y_test, baseline)),
+        ("CS@5", metrics.cumulative_score(y_test, y_pred), metrics.cumulative_score(y_test, baseline)),
+        ("gender accuracy", metrics.gender_accuracy(y_test, y_pred), metrics.gender_accuracy(y_test, baseline)),
+        ("gender ROC AUC", metrics.gender_roc_auc(y_test, proba), 0.5),
+    ]
+    print(f"\nTrained {estimator.n_epochs_} epochs on {len(X_train)} faces in {seconds:.1f} s.")
+    print(f"Held-out figures on {len(X_test)} faces:")
+    print(f"  {'metric':<18}{'model':>10}{'baseline':>10}")
+    for name, model_value, base_value in rows:
+        print(f"  {name:<18}{model_value:>10.3f}{base_value:>10.3f}")
+    print("  (baseline: the median training age and the majority gender)")
+    if args.save is not None:
+        pipeline = Pipeline(
+            [("preprocess", ImagePreprocessor(image_size=args.image_size, color=args.color)), ("model", estimator)]
+        )
+        metadata = {
+            "data": str(args.data),
+            "n_train": int(len(X_train)),
+            "n_test": int(len(X_test)),
+            "test_metrics": {name: float(value) for name, value, _ in rows},
+        }
+        save_pretrained(pipeline, args.save, metadata=metadata)
+        print(f"\nSaved to {args.save}; load it with skface.load_pretrained({str(args.save)!r}).")
+    return 0
+
+
+def _image_files(inputs: list[Path]) -> list[Path]:
+    files = []
+    for item in inputs:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file()))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise SystemExit(f"skface predict: no such file or folder: {item}")
+    return files
+
+
+def _predict(args) -> int:
+    from .exceptions import ImageDecodeError
+    from .pretrained import load_pretrained
+
+    pipeline = load_pretrained(args.model)
+    preprocessor, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
+    results, images = [], []
+    for path in _image_files(args.inputs):
+        row = {"file": str(path), "age": None, "gender": None, "gender_probability": None, "error": ""}
+        try:
+            images.append(preprocessor.transform([path])[0])
+        except ImageDecodeError as exc:
+            row["error"] = str(exc)
+        results.append(row)
+    good = [row for row in results if not row["error"]]
+    if good:
+        batch = np.stack(images)
+        y_pred = estimator.predict(batch)
+        p_female = estimator.predict_proba(batch)[:, 1]
+        for row, (age, gender), p in zip(good, y_pred, p_female):
+            row["age"] = round(float(age), 1)
+            row["gender"] = "female" if gender == 1 else "male"
+            row["gender_probability"] = round(float(p if gender == 1 else 1 - p), 3)
+    if args.json:
+        for row in results:
+            print(json.dumps(row))
+    else:
+        width = max([len(r["file"]) for r in results] + [4])
+        print(f"{'file':<{width}}  {'age':>5}  {'gender':<7} {'p':>5}")
+        for r in results:
+            if r["error"]:
+                print(f"{r['file']:<{width}}  error: {r['error']}")
+            else:
+                print(f"{r['file']:<{width}}  {r['age']:>5.1f}  {r['gender']:<7} {r['gender_probability']:>5.2f}")
+    return 1 if any(r["error"] for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``skface`` command line."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="skface", description="Age and gender estimation from face images.")
+    parser.add_argument("--version", action="version", version=f"skface {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    _predict_parser(sub)
+    args = parser.parse_args(argv)
+
+    from .exceptions import SkfaceError
+    from .quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    try:
+        return args.func(args)
+    except SkfaceError as exc:
+        print(f"skface {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""``AgeGenderCNN``: the two-output Keras network as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, validate_data
+
+from .exceptions import NotFittedEstimatorError
+from .metrics import combined_score
+
+_TARGET_COLUMNS = ("age", "gender")
+
+
+class AgeGenderCNN(BaseEstimator):
+    """Predict age (years) and gender from face images with one two-output CNN.
+
+    The network is the project's seed: one convolution + max-pooling block
+    per entry of ``filters``, a flatten, and one dense branch with dropout
+    per head. The ``gender`` head is a sigmoid trained with binary
+    cross-entropy; the ``age`` head is a ReLU (ages are never negative)
+    trained with mean absolute error; the optimiser is Adam.
+
+    Parameters
+    ----------
+    filters : tuple of int, default=(32, 64, 128, 256)
+        Filters of each convolution block; its length is the number of blocks.
+    kernel_size : int, default=3
+        Side of the square convolution kernels.
+    dense_units : int, default=256
+        Units of the dense layer in each head's branch.
+    dropout : float, default=0.3
+        Dropout rate after each dense layer, in [0, 1).
+    learning_rate : float, default=1e-3
+        Adam's learning rate.
+    epochs : int, default=10
+        Maximum number of passes over the training data.
+    batch_size : int, default=32
+        Images per gradient step (and per prediction batch).
+    validation_split : float, default=0.1
+        Share of the training data held out, after a shuffle, to report
+        validation metrics and drive early stopping; 0 disables it.
+    age_loss_weight : float, default=1.0
+        Weight of the age loss (MAE in years) in the total loss.
+    gender_loss_weight : float, default=1.0
+        Weight of the gender loss (binary cross-entropy) in the total loss.
+    early_stopping : int or None, default=None
+        Stop when the validation loss (the training loss without a
+        validation split) has not improved for this many epochs, and restore
+        the best weights. ``None`` trains for all ``epochs``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weight initialisation, dropout, shuffling and validation
+        split. With an int, two fits on the same machine give the same
+        predictions. Setting it seeds Python's, NumPy's and TensorFlow's
+        global generators, as ``keras.utils.set_random_seed`` does.
+    verbose : int, default=1
+        0 is silent; 1 shows a progress bar over epochs with the metrics.
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        The fitted network, with outputs ``age`` and ``gender``.
+    history_ : dict of str to list of float
+        Per-epoch training (and ``val_``) losses and metrics.
+    input_shape_ : tuple of int
+        ``(height, width, channels)`` of the training images.
+    n_features_in_ : int
+        Size of the second axis of the training input, as scikit-learn
+        records it (the image height for a batch of images).
+    n_epochs_ : int
+        Epochs actually trained (fewer than ``epochs`` after early stopping).
+
+    See Also
+    --------
+    skface.ImagePreprocessor : turns files, bytes or arrays into the image
+        batches that this estimator reads.
+
+    Notes
+    -----
+    ``X`` is a batch of images ``(n, h, w, c)`` on the 0-255 scale; a 3-D
+    batch ``(n, h, w)`` is read as grayscale, and a 2-D ``(n, d)`` table as
+    one-row grayscale images ``(n, 1, d, 1)``. ``y`` is ``(n, 2)`` with
+    columns ``[age, gender]``, gender 0 = male and 1 = female, or a
+    DataFrame with columns ``age`` and ``gender``.
+
+    Examples
+    --------
+    >>> from skface import AgeGenderCNN, make_synthetic_faces
+    >>> X, y = make_synthetic_faces(200, image_size=32, random_state=0)
+    >>> est = AgeGenderCNN(filters=(8, 16), dense_units=32, epochs=2, verbose=0, random_state=0)
+    >>> est.fit(X, y).predict(X[:3]).shape
+    (3, 2)
+    """
+
+    def __init__(
+        self,
+        filters: tuple[int, ...] = (32, 64, 128, 256),
+        kernel_size: int = 3,
+        dense_units: int = 256,
+        dropout: float = 0.3,
+        learning_rate: float = 1e-3,
+        epochs: int = 10,
+        batch_size: int = 32,
+        validation_split: float = 0.1,
+        age_loss_weight: float = 1.0,
+        gender_loss_weight: float = 1.0,
+        early_stopping: int | None = None,
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 1,
+    ):
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.validation_split = validation_split
+        self.age_loss_weight = age_loss_weight
+        self.gender_loss_weight = gender_loss_weight
+        self.early_stopping = early_stopping
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Train the network on images ``X`` and targets ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c), (n, h, w) or (n, d)
+            Images on the 0-255 scale (see Notes).
+        y : array-like of shape (n, 2) or DataFrame
+            ``[age, gender]`` per image: age in years (>= 0), gender 0 (male)
+            or 1 (female). A DataFrame needs columns ``age`` and ``gender``.
+
+        Returns
+        -------
+        self : AgeGenderCNN
+        """
+        import keras
+
+        from .model import build_model
+        from .progress import EpochProgressBar
+
+        self._check_params()
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None; "
+                "pass y of shape (n, 2) with columns [age, gender]."
+            )
+        X, y = self._validate_input(X, y, reset=True)
+        age, gender = y[:, 0], y[:, 1]
+        if np.any(~np.isfinite(age)) or np.any(age < 0):
+            raise ValueError("y's age column must hold finite ages >= 0 (in years).")
+        if not np.all(np.isin(gender, (0.0, 1.0))):
+            found = np.unique(gender[~np.isin(gender, (0.0, 1.0))])[:5]
+            raise ValueError(
+                f"y's gender column must hold 0 (male) or 1 (female), found {found.tolist()}; "
+                "map your labels to 0/1 first."
+            )
+
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        if self.random_state is not None:
+            keras.utils.set_random_seed(seed)
+        train, val = self._split(len(X), gender, seed)
+
+        self.input_shape_ = tuple(int(d) for d in X.shape[1:])
+        self.model_ = build_model(
+            self.input_shape_,
+            filters=tuple(self.filters),
+            kernel_size=self.kernel_size,
+            dense_units=self.dense_units,
+            dropout=self.dropout,
+            learning_rate=self.learning_rate,
+            age_loss_weight=self.age_loss_weight,
+            gender_loss_weight=self.gender_loss_weight,
+            initial_age=float(np.median(age[train])),
+        )
+        callbacks = []
+        if self.verbose:
+            callbacks.append(EpochProgressBar(self.epochs))
+        if self.early_stopping is not None:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss" if len(val) else "loss",
+                    patience=self.early_stopping,
+                    restore_best_weights=True,
+                )
+            )
+        validation_data = None
+        if len(val):
+            validation_data = (X[val], {"age": age[val], "gender": gender[val]})
+        history = self.model_.fit(
+            X[train],
+            {"age": age[train], "gender": gender[train]},
+            validation_data=validation_data,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        self.history_ = {name: [float(v) for v in values] for name, values in history.history.items()}
+        self.n_epochs_ = len(self.history_["loss"])
+        return self
+
+    def _split(self, n: int, gender: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shuffled train/validation indices (Keras's own split takes the last rows)."""
+        indices = np.arange(n)
+        n_val = int(np.floor(self.validation_split * n))
+        if n_val == 0:
+            return indices, indices[:0]
+        if n - n_val < 1:
+            raise ValueError(
+                f"validation_split={self.validation_split} leaves no training data for "
+                f"{n} samples; lower it or pass more data."
+            )
+        _, counts = np.unique(gender, return_counts=True)
+        stratify = gender if (len(counts) == 2 and counts.min() >= 2 and n_val >= 2) else None
+        train, val = train_test_split(indices, test_size=n_val, random_state=seed, stratify=stratify)
+        return np.sort(train), np.sort(val)
+
+    def _check_params(self) -> None:
+        filters = self.filters
+        if (
+            isinstance(filters, (str, bytes))
+            or not hasattr(filters, "__len__")
+            or len(filters) == 0
+            or not all(isinstance(f, Integral) and not isinstance(f, bool) and f > 0 for f in filters)
+        ):
+            raise ValueError(f"filters must be a non-empty tuple of positive ints, e.g. (32, 64), got {filters!r}.")
+        for name in ("kernel_size", "dense_units", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        checks = {
+            "dropout": (self.dropout, 0.0, 1.0, "[0, 1)"),
+            "validation_split": (self.validation_split, 0.0, 1.0, "[0, 1)"),
+        }
+        for name, (value, low, high, text) in checks.items():
+            if not isinstance(value, Real) or not low <= value < high:
+                raise ValueError(f"{name} must be a float in {text}, got {value!r}.")
+        for name in ("learning_rate", "age_loss_weight", "gender_loss_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, Real) or not np.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
+                raise ValueError(f"{name} must be a positive float, got {value!r}.")
+        if self.early_stopping is not None and (
+            not isinstance(self.early_stopping, Integral) or self.early_stopping < 1
+        ):
+            raise ValueError(
+                f"early_stopping must be None or a patience in epochs (a positive int), got {self.early_stopping!r}."
+            )
+
+    def _validate_input(self, X, y=None, *, reset: bool):
+        if y is not None:
+            y = _target_array(y)
+            X, y = validate_data(
+                self, X, y, reset=reset, allow_nd=True, dtype=np.float32, multi_output=True, y_numeric=True
+            )
+            y = np.asarray(y, dtype=np.float64)
+            if y.ndim != 2 or y.shape[1] != 2:
+                raise ValueError(
+                    f"y must have shape (n, 2) with columns [age, gender], got shape {y.shape}; "
+                    "stack them with np.column_stack([age, gender])."
+                )
+        else:
+            # The fitted image shape is checked below with a clearer message than
+            # scikit-learn's n_features_in_ check, so only the array is validated here.
+            X = check_array(X, allow_nd=True, dtype=np.float32)
+        if X.ndim == 2:
+            X = X[:, np.newaxis, :, np.newaxis]
+        elif X.ndim == 3:
+            X = X[..., np.newaxis]
+        elif X.ndim != 4:
+            raise ValueError(
+                f"X must be a batch of images of shape (n, h, w, c), got {X.ndim} dimensions; "
+                "use skface.ImagePreprocessor to turn files or bytes into images."
+            )
+        if not reset and tuple(X.shape[1:]) != self.input_shape_:
+            h, w, c = self.input_shape_
+            raise ValueError(
+                f"X has images of shape {tuple(X.shape[1:])}, but this model was fitted on "
+                f"{self.input_shape_}; resize them, e.g. with "
+                f"ImagePreprocessor(image_size={h}, color={'grayscale' if c == 1 else 'rgb'!r})."
+            )
+        return (X, y) if y is not None else X
+
+    # -------------------------------------------------------------- predict
+    def _predict_raw(self, X) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "model_"):
+            raise NotFittedEstimatorError(
+                f"This {type(self).__name__} is not fitted yet; call fit(X, y) first, or use "
+                "skface.load_pretrained() for a ready model."
+            )
+        X = self._validate_input(X, reset=False)
+        out = self.model_.predict(X, batch_size=max(self.batch_size, 256), verbose=0)
+        age = np.asarray(out["age"], dtype=np.float64).reshape(-1)
+        p_female = np.asarray(out["gender"], dtype=np.float64).reshape(-1)
+        return age, p_female
+
+    def predict(self, X) -> np.ndarray:
+        """Predict ``[age, gender]`` for each image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Images of the shape seen in ``fit``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n, 2)
+            Age in years (>= 0) and gender (0 = male, 1 = female).
+        """
+        age, p_female = self._predict_raw(X)
+        return np.column_stack([age, (p_female >= 0.5).astype(np.float64)])
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Predict the gender probabilities of each image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Images of the shape seen in ``fit``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n, 2)
+            ``[P(male), P(female)]``; each row sums to 1.
+        """
+        _, p_female = self._predict_raw(X)
+        return np.column_stack([1.0 - p_female, p_female])
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean of the gender accuracy and the age R^2 (higher is better).
+
+        Both parts are at most 1, so the score is at most 1; a model that
+        always guesses the majority gender and the mean age scores about
+        0.25. For a single figure per head, use the scorers in
+        :mod:`skface.metrics`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Images.
+        y : array-like of shape (n, 2) or DataFrame
+            True ``[age, gender]``.
+        sample_weight : None
+            Not supported; must be None.
+
+        Returns
+        -------
+        score : float
+        """
+        if sample_weight is not None:
+            raise ValueError("score does not support sample_weight; pass None.")
+        return combined_score(_target_array(y), self.predict(X))
+
+    # --------------------------------------------------------------- pickle
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        model = state.pop("model_", None)
+        if model is not None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "model.keras")
+                model.save(path)
+                with open(path, "rb") as f:
+                    state["_model_bytes"] = f.read()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        model_bytes = state.pop("_model_bytes", None)
+        self.__dict__.update(state)
+        if model_bytes is not None:
+            import keras
+
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, "model.keras")
+                with open(path, "wb") as f:
+                    f.write(model_bytes)
+                self.model_ = keras.models.load_model(path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _target_array(y):
+    """``y`` as an (n, 2) float array; a DataFrame is read by its column names."""
+    if hasattr(y, "columns"):
+        missing = [c for c in _TARGET_COLUMNS if c not in y.columns]
+        if missing:
+            raise ValueError(
+                f"a DataFrame y needs columns 'age' and 'gender'; missing {missing}, got "
+                f"{list(y.columns)}."
+            )
+        return y[list(_TARGET_COLUMNS)].to_numpy(dtype=np.float64)
+    return y

@@ -1,0 +1,203 @@
+"""Decoding one image into the array layout that skface's network reads.
+
+Every path into the network goes through :func:`decode_image`: the UTKFace
+loader, :class:`skface.ImagePreprocessor` and the served model, so an image is
+turned into exactly the same pixels wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from numbers import Integral
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+COLORS = ("grayscale", "rgb")
+
+#: Largest image, in pixels, that :func:`decode_image` accepts by default
+#: (about 50 megapixels). Larger files are refused before they are decoded,
+#: which guards against decompression bombs.
+MAX_PIXELS = 50_000_000
+
+# Modes that carry an alpha channel; they are composited on white so that a
+# transparent background does not turn black.
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def check_image_params(image_size, color) -> tuple[int, str]:
+    """Validate ``image_size`` and ``color``; return them normalised."""
+    if isinstance(image_size, bool) or not isinstance(image_size, Integral) or image_size < 1:
+        raise ValueError(
+            f"image_size must be a positive integer (the side of the square image in "
+            f"pixels, e.g. 64), got {image_size!r}."
+        )
+    if not isinstance(color, str) or color.lower() not in COLORS:
+        raise ValueError(f"color must be 'grayscale' or 'rgb', got {color!r}.")
+    return int(image_size), color.lower()
+
+
+def n_channels(color: str) -> int:
+    """Number of channels of an image in ``color`` mode."""
+    return 1 if color == "grayscale" else 3
+
+
+def decode_image(
+    source,
+    image_size: int = 64,
+    color: str = "grayscale",
+    *,
+    max_pixels: int | None = MAX_PIXELS,
+) -> np.ndarray:
+    """Decode one image and return it as a ``(image_size, image_size, c)`` uint8 array.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        A file path, the encoded bytes of an image file (JPEG, PNG, ...), a
+        PIL image, or an array of shape ``(h, w)`` or ``(h, w, 1|3|4)``.
+        Arrays are read on the 0-255 scale: uint8, or integers or floats
+        within [0, 255].
+    image_size : int, default=64
+        Side of the square output image in pixels. The whole image is resized
+        (not cropped) to this square.
+    color : {"grayscale", "rgb"}, default="grayscale"
+        Output colour: one channel or three.
+    max_pixels : int or None, default=MAX_PIXELS
+        Files with more pixels are refused before decoding. ``None`` lifts
+        the limit.
+
+    Returns
+    -------
+    image : ndarray of shape (image_size, image_size, 1 or 3), dtype uint8
+
+    Raises
+    ------
+    ImageDecodeError
+        If the source is not a readable image; the message says why.
+    """
+    from .exceptions import ImageDecodeError
+
+    image_size, color = check_image_params(image_size, color)
+    if isinstance(source, np.ndarray):
+        image = _array_to_pil(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        image = _open(source, image_size, max_pixels)
+    else:
+        raise ImageDecodeError(
+            f"cannot read an image from a {type(source).__name__}; pass a file path, "
+            "encoded image bytes, a PIL image or a numpy array."
+        )
+    try:
+        image = ImageOps.exif_transpose(image)
+        image = _to_color(image, color)
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(
+            f"the image could not be decoded, it may be corrupt or truncated ({exc})."
+        ) from exc
+    return array.reshape(image_size, image_size, n_channels(color))
+
+
+def _open(source, image_size: int, max_pixels: int | None) -> Image.Image:
+    from .exceptions import ImageDecodeError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageDecodeError("the image is empty (0 bytes).")
+        fp = io.BytesIO(bytes(source))
+        what = "the data"
+    else:
+        fp = os.fspath(source)
+        if not os.path.isfile(fp):
+            raise ImageDecodeError(f"no such file: {fp!r}.")
+        if os.path.getsize(fp) == 0:
+            raise ImageDecodeError(f"the file {fp!r} is empty (0 bytes).")
+        what = f"the file {fp!r}"
+    try:
+        image = Image.open(fp)
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"{what} is not an image in a format Pillow reads (JPEG, PNG, BMP, GIF, "
+            "TIFF, WebP, ...)."
+        ) from exc
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(
+            f"{what} could not be opened, the image may be corrupt or truncated ({exc})."
+        ) from exc
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(
+            f"the image is {width}x{height} = {width * height:,} pixels, over the limit "
+            f"of {max_pixels:,}; downscale it first (this limit guards against "
+            "decompression bombs)."
+        )
+    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; draft() picks the
+    # smallest scale that still covers the output size.
+    if image.format == "JPEG":
+        image.draft(image.mode, (image_size, image_size))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(
+            f"{what} could not be decoded, the image may be corrupt or truncated ({exc})."
+        ) from exc
+    return image
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    from .exceptions import ImageDecodeError
+
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageDecodeError(
+            f"an image array must have shape (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), "
+            f"got {array.shape}."
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageDecodeError(f"the image array is empty, shape {array.shape}.")
+    if array.dtype != np.uint8:
+        if array.dtype == bool:
+            array = array.astype(np.uint8) * 255
+        elif np.issubdtype(array.dtype, np.number):
+            if not np.all(np.isfinite(array)):
+                raise ImageDecodeError("the image array holds NaN or infinite values.")
+            low, high = array.min(), array.max()
+            if low < 0 or high > 255:
+                raise ImageDecodeError(
+                    f"image arrays are read on the 0-255 scale, got values from {low} to "
+                    f"{high}; rescale them to [0, 255] (for 16-bit images divide by 257)."
+                )
+            array = np.rint(array).astype(np.uint8)
+        else:
+            raise ImageDecodeError(
+                f"an image array must be numeric, got dtype {array.dtype}."
+            )
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _to_color(image: Image.Image, color: str) -> Image.Image:
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8))
+    elif mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    elif mode == "P" or mode == "1":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    target = "L" if color == "grayscale" else "RGB"
+    if image.mode != target:
+        image = image.convert(target)
+    return image

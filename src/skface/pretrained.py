@@ -1,0 +1,151 @@
+"""Saving and loading a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` without pickle.
+
+A saved model is a folder holding ``model.keras`` (the network) and
+``skface.json`` (the preprocessing and estimator parameters and the fitted
+attributes that are not in the network).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from .estimator import AgeGenderCNN
+from .exceptions import PretrainedModelError
+from .preprocessing import ImagePreprocessor
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.keras"
+PARAMS_FILE = "skface.json"
+
+
+def default_pretrained_dir() -> Path:
+    """Folder of the pretrained model shipped inside the package."""
+    return Path(str(resources.files("skface") / "pretrained"))
+
+
+def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
+    """Save a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` to a folder.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Two steps: an :class:`ImagePreprocessor`, then a fitted
+        :class:`AgeGenderCNN`.
+    path : str or path-like
+        Folder to write ``model.keras`` and ``skface.json`` into; created if
+        missing, and the two files are replaced if present.
+    metadata : dict, optional
+        JSON-serialisable facts to keep beside the model (training data,
+        validation figures, ...).
+
+    Returns
+    -------
+    path : pathlib.Path
+        The folder written.
+    """
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+        raise TypeError(
+            "save_pretrained expects Pipeline([(name, ImagePreprocessor(...)), (name, AgeGenderCNN(...))]), "
+            f"got {pipeline!r}."
+        )
+    preprocessor, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
+    if not isinstance(preprocessor, ImagePreprocessor) or not isinstance(estimator, AgeGenderCNN):
+        raise TypeError(
+            "save_pretrained expects an ImagePreprocessor followed by an AgeGenderCNN, got "
+            f"{type(preprocessor).__name__} and {type(estimator).__name__}."
+        )
+    check_is_fitted(estimator, "model_")
+    params = estimator.get_params()
+    params["filters"] = list(params["filters"])
+    if not (params["random_state"] is None or isinstance(params["random_state"], int)):
+        params["random_state"] = None
+    state = {
+        "format": FORMAT_VERSION,
+        "steps": [pipeline.steps[0][0], pipeline.steps[1][0]],
+        "preprocessor": preprocessor.get_params(),
+        "estimator": params,
+        "fitted": {
+            "input_shape_": list(estimator.input_shape_),
+            "n_features_in_": int(estimator.n_features_in_),
+            "n_epochs_": int(estimator.n_epochs_),
+            "history_": estimator.history_,
+        },
+        "metadata": metadata or {},
+    }
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    estimator.model_.save(folder / MODEL_FILE)
+    (folder / PARAMS_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    return folder
+
+
+def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
+    """Load a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)``.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        A folder written by :func:`save_pretrained`. By default, the model
+        shipped with the package.
+
+    Returns
+    -------
+    pipeline : Pipeline
+        Predicts ``[age, gender]`` from file paths, encoded bytes, PIL
+        images or arrays.
+
+    Raises
+    ------
+    PretrainedModelError
+        If the folder lacks the model or its parameters. This version of
+        skface ships no pretrained model yet, so the default raises it.
+
+    Examples
+    --------
+    >>> from skface import load_pretrained
+    >>> model = load_pretrained("my_model")  # doctest: +SKIP
+    >>> model.predict(["face.jpg"])  # doctest: +SKIP
+    array([[31.2,  1. ]])
+    """
+    import keras
+
+    folder = default_pretrained_dir() if path is None else Path(path)
+    model_file, params_file = folder / MODEL_FILE, folder / PARAMS_FILE
+    if not model_file.is_file() or not params_file.is_file():
+        if path is None:
+            raise PretrainedModelError(
+                "this version of skface ships no pretrained model yet (it arrives with the "
+                "accuracy work). Train one with `skface train --data PATH --save DIR` and load "
+                "it with load_pretrained(DIR)."
+            )
+        raise PretrainedModelError(
+            f"{folder} holds no saved skface model: expected {MODEL_FILE} and {PARAMS_FILE} "
+            "as written by skface.save_pretrained."
+        )
+    try:
+        state = json.loads(params_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PretrainedModelError(f"{params_file} is not valid JSON ({exc}); save the model again.") from exc
+    if state.get("format") != FORMAT_VERSION:
+        raise PretrainedModelError(
+            f"{params_file} has format {state.get('format')!r}, this skface reads format "
+            f"{FORMAT_VERSION}; save the model again with this version."
+        )
+    params = dict(state["estimator"])
+    params["filters"] = tuple(params["filters"])
+    estimator = AgeGenderCNN(**params)
+    fitted = state["fitted"]
+    estimator.input_shape_ = tuple(fitted["input_shape_"])
+    estimator.n_features_in_ = fitted["n_features_in_"]
+    estimator.n_epochs_ = fitted["n_epochs_"]
+    estimator.history_ = fitted["history_"]
+    estimator.model_ = keras.models.load_model(model_file)
+    preprocessor = ImagePreprocessor(**state["preprocessor"])
+    names = state.get("steps", ["preprocess", "model"])
+    return Pipeline([(names[0], preprocessor), (names[1], estimator)])

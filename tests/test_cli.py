@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from skface import load_pretrained
+from skface.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli") / "model"
+    code = main(
+        ["train", "--n-samples", "80", "--image-size", "16", "--epochs", "1", "--batch-size", "16", "--save", str(folder)]
+    )
+    assert code == 0
+    return folder
+
+
+def test_train_prints_held_out_figures_and_saves(trained, capsys):
+    model = load_pretrained(trained)
+    assert model.steps[1][1].input_shape_ == (16, 16, 1)
+    assert model.predict(np.zeros((1, 30, 30, 3), dtype=np.uint8)).shape == (1, 2)
+
+
+def test_train_output(tmp_path, capsys):
+    assert main(["train", "--n-samples", "40", "--image-size", "16", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "knows nothing about real faces" in out
+    assert "age MAE (years)" in out and "gender accuracy" in out and "baseline" in out
+
+
+def test_train_on_a_utkface_folder(tmp_path, capsys):
+    from skface import write_synthetic_utkface
+
+    write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
+    assert main(["train", "--data", str(tmp_path / "faces"), "--image-size", "16", "--epochs", "1"]) == 0
+    assert "Data: 40 faces from" in capsys.readouterr().out
+
+
+def test_train_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--epochs", "1"]) == 2
+    assert "skface train: error:" in capsys.readouterr().err
+
+
+def test_predict_flags_unreadable_files_and_answers_the_rest(trained, tmp_path, capsys):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    Image.new("RGB", (40, 40), (200, 150, 120)).save(folder / "a.jpg")
+    Image.new("L", (30, 50), 90).save(folder / "b.png")
+    (folder / "notes.txt").write_text("not a face")
+    code = main(["predict", str(folder), "--model", str(trained), "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert [r["file"].rsplit("/", 1)[1] for r in rows] == ["a.jpg", "b.png", "notes.txt"]
+    assert rows[0]["gender"] in ("male", "female") and rows[0]["age"] >= 0 and not rows[0]["error"]
+    assert rows[2]["age"] is None and "not an image" in rows[2]["error"]
+
+
+def test_predict_table(trained, tmp_path, capsys):
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.jpg")
+    assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["file", "age", "gender", "p"]
+
+
+def test_console_script_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "skface.cli", "train", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--epochs" in result.stdout and "--data" in result.stdout

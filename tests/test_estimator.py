@@ -1,0 +1,180 @@
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import Pipeline
+
+from skface import AgeGenderCNN, ImagePreprocessor, metrics
+from tests.conftest import TINY
+
+
+def test_predict_shapes_and_ranges(fitted, tiny_data):
+    X, _ = tiny_data
+    y_pred = fitted.predict(X)
+    assert y_pred.shape == (len(X), 2)
+    assert np.all(y_pred[:, 0] >= 0)
+    assert set(np.unique(y_pred[:, 1])) <= {0.0, 1.0}
+    proba = fitted.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(y_pred[:, 1], (proba[:, 1] >= 0.5).astype(float))
+
+
+def test_fitted_attributes(fitted):
+    assert fitted.input_shape_ == (16, 16, 1)
+    assert fitted.n_epochs_ == 2
+    assert {"loss", "age_mae", "gender_accuracy", "val_loss", "val_age_mae"} <= set(fitted.history_)
+    assert len(fitted.history_["loss"]) == 2
+    assert [layer for layer in ("age", "gender") if fitted.model_.get_layer(layer)] == ["age", "gender"]
+
+
+def test_score_is_mean_of_gender_accuracy_and_age_r2(fitted, tiny_data):
+    X, y = tiny_data
+    y_pred = fitted.predict(X)
+    expected = 0.5 * (metrics.gender_accuracy(y, y_pred) + metrics.age_r2(y, y_pred))
+    assert fitted.score(X, y) == pytest.approx(expected)
+
+
+def test_same_random_state_same_predictions(fitted, tiny_data):
+    X, y = tiny_data
+    again = AgeGenderCNN(**TINY).fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
+    np.testing.assert_array_equal(again.predict(X), fitted.predict(X))
+
+
+def test_pickle_round_trip_keeps_predictions(fitted, tiny_data):
+    X, _ = tiny_data
+    restored = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(restored.predict_proba(X), fitted.predict_proba(X), rtol=1e-6)
+    np.testing.assert_allclose(restored.predict(X), fitted.predict(X), rtol=1e-6)
+    assert restored.history_ == fitted.history_
+
+
+def test_clone_copies_params_not_state(fitted):
+    copy = clone(fitted)
+    assert copy.get_params() == fitted.get_params()
+    assert not hasattr(copy, "model_")
+
+
+def test_dataframe_target_and_3d_input(tiny_data):
+    pd = pytest.importorskip("pandas")
+    X, y = tiny_data
+    frame = pd.DataFrame({"gender": y[:, 1], "age": y[:, 0]})  # column order must not matter
+    est = AgeGenderCNN(**{**TINY, "epochs": 1}).fit(X[..., 0], frame)
+    assert est.input_shape_ == (16, 16, 1)
+    assert est.predict(X).shape == (len(X), 2)
+
+
+def test_validation_split_is_shuffled_and_stratified(tiny_data):
+    _, y = tiny_data
+    est = AgeGenderCNN(validation_split=0.25)
+    train, val = est._split(len(y), y[:, 1], seed=0)
+    assert len(val) == 15 and len(train) == 45
+    assert not np.array_equal(val, np.arange(45, 60))  # not Keras's "last rows"
+    assert set(np.unique(y[val, 1])) == {0.0, 1.0}
+
+
+def test_early_stopping_restores_best_and_stops(tiny_data):
+    X, y = tiny_data
+    est = AgeGenderCNN(**{**TINY, "epochs": 30, "early_stopping": 1, "learning_rate": 0.5}).fit(X, y)
+    assert est.n_epochs_ < 30
+
+
+def test_pipeline_from_files(tmp_path, tiny_data):
+    from PIL import Image
+
+    X, y = tiny_data
+    paths = []
+    for i, image in enumerate(X[:20]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.repeat(image, 3, axis=2)).resize((40, 40)).save(path)
+        paths.append(path)
+    pipe = Pipeline([("preprocess", ImagePreprocessor(image_size=16)), ("model", AgeGenderCNN(**TINY))])
+    pipe.fit(paths, y[:20])
+    assert pipe.predict(paths).shape == (20, 2)
+    assert pipe.predict_proba([str(p) for p in paths[:3]]).shape == (3, 2)
+
+
+def test_grid_search_and_cross_val_score(tiny_data):
+    X, y = tiny_data
+    base = AgeGenderCNN(**{**TINY, "epochs": 1})
+    search = GridSearchCV(
+        base, {"dense_units": [4, 8]}, cv=2, scoring=metrics.SCORERS, refit="age_mae"
+    ).fit(X, y)
+    assert search.best_params_["dense_units"] in (4, 8)
+    assert {"mean_test_age_mae", "mean_test_gender_accuracy", "mean_test_cs5", "mean_test_gender_roc_auc"} <= set(
+        search.cv_results_
+    )
+    assert np.all(search.cv_results_["mean_test_age_mae"] <= 0)
+    scores = cross_val_score(base, X, y, cv=2)
+    assert scores.shape == (2,) and np.all(scores <= 1)
+
+
+def test_not_fitted_error_says_what_to_do(tiny_data):
+    X, _ = tiny_data
+    with pytest.raises(NotFittedError, match=r"call fit\(X, y\) first"):
+        AgeGenderCNN().predict(X)
+
+
+def test_wrong_image_shape_at_predict(fitted):
+    with pytest.raises(ValueError, match=r"fitted on \(16, 16, 1\).*ImagePreprocessor\(image_size=16"):
+        fitted.predict(np.zeros((2, 32, 32, 1)))
+    with pytest.raises(ValueError, match="5 dimensions"):
+        fitted.predict(np.zeros((2, 16, 16, 1, 1)))
+
+
+@pytest.mark.parametrize(
+    "y, match",
+    [
+        (np.zeros(60), r"y must have shape \(n, 2\)"),
+        (np.column_stack([np.full(60, -1.0), np.zeros(60)]), "ages >= 0"),
+        (np.column_stack([np.full(60, 30.0), np.full(60, 2.0)]), r"0 \(male\) or 1 \(female\), found \[2.0\]"),
+        (None, "requires y to be passed"),
+    ],
+)
+def test_bad_targets(tiny_data, y, match):
+    X, _ = tiny_data
+    with pytest.raises(ValueError, match=match):
+        AgeGenderCNN(**TINY).fit(X, y)
+
+
+def test_dataframe_without_target_columns(tiny_data):
+    pd = pytest.importorskip("pandas")
+    X, y = tiny_data
+    with pytest.raises(ValueError, match=r"columns 'age' and 'gender'; missing \['gender'\]"):
+        AgeGenderCNN(**TINY).fit(X, pd.DataFrame({"age": y[:, 0], "sex": y[:, 1]}))
+
+
+def test_nan_images_are_refused(tiny_data):
+    X, y = tiny_data
+    bad = X.astype(float)
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        AgeGenderCNN(**TINY).fit(bad, y)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"filters": ()}, "filters must be a non-empty tuple"),
+        ({"filters": (8, -1)}, "filters must be a non-empty tuple"),
+        ({"epochs": 0}, "epochs must be a positive int"),
+        ({"dropout": 1.0}, r"dropout must be a float in \[0, 1\)"),
+        ({"validation_split": -0.1}, r"validation_split must be a float in \[0, 1\)"),
+        ({"learning_rate": 0}, "learning_rate must be a positive float"),
+        ({"early_stopping": 0}, "early_stopping must be None or a patience"),
+    ],
+)
+def test_bad_params_are_reported_at_fit(tiny_data, params, match):
+    X, y = tiny_data
+    with pytest.raises(ValueError, match=match):
+        AgeGenderCNN(**{**TINY, **params}).fit(X, y)
+
+
+def test_score_rejects_sample_weight(fitted, tiny_data):
+    X, y = tiny_data
+    with pytest.raises(ValueError, match="sample_weight"):
+        fitted.score(X, y, sample_weight=np.ones(len(y)))

@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.pipeline import Pipeline
+
+from skface import AgeGenderCNN, ImagePreprocessor, PretrainedModelError, load_pretrained, save_pretrained
+from skface.pretrained import default_pretrained_dir
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_data):
+    X, y = tiny_data
+    return Pipeline([("preprocess", ImagePreprocessor(image_size=16)), ("model", AgeGenderCNN(**TINY).fit(X, y))])
+
+
+def test_save_then_load_gives_the_same_predictions(pipeline, tiny_data, tmp_path):
+    X, _ = tiny_data
+    folder = save_pretrained(pipeline, tmp_path / "model", metadata={"data": "random"})
+    assert sorted(p.name for p in folder.iterdir()) == ["model.keras", "skface.json"]
+    assert json.loads((folder / "skface.json").read_text())["metadata"] == {"data": "random"}
+    loaded = load_pretrained(folder)
+    np.testing.assert_allclose(loaded.predict(X), pipeline.predict(X), rtol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(X), pipeline.predict_proba(X), rtol=1e-6)
+    assert loaded.get_params()["model__filters"] == TINY["filters"]
+    assert loaded.steps[1][1].input_shape_ == (16, 16, 1)
+
+
+def test_loaded_pipeline_predicts_from_files_and_bytes(pipeline, tmp_path):
+    path = tmp_path / "face.jpg"
+    Image.new("RGB", (50, 40), (120, 90, 60)).save(path)
+    loaded = load_pretrained(save_pretrained(pipeline, tmp_path / "m"))
+    from_path = loaded.predict([path])
+    from_bytes = loaded.predict([path.read_bytes()])
+    np.testing.assert_array_equal(from_path, from_bytes)
+
+
+def test_default_without_a_shipped_model_says_so(monkeypatch, tmp_path):
+    monkeypatch.setattr("skface.pretrained.default_pretrained_dir", lambda: tmp_path / "none")
+    with pytest.raises(PretrainedModelError, match="ships no pretrained model yet"):
+        load_pretrained()
+
+
+def test_default_dir_is_inside_the_package():
+    assert default_pretrained_dir().parent.name == "skface"
+
+
+def test_folder_without_a_model(tmp_path):
+    with pytest.raises(PretrainedModelError, match="holds no saved skface model"):
+        load_pretrained(tmp_path)
+
+
+def test_damaged_params_file(pipeline, tmp_path):
+    folder = save_pretrained(pipeline, tmp_path / "m")
+    (folder / "skface.json").write_text("{not json")
+    with pytest.raises(PretrainedModelError, match="not valid JSON"):
+        load_pretrained(folder)
+
+
+def test_save_refuses_other_objects(tmp_path):
+    with pytest.raises(TypeError, match="ImagePreprocessor followed by an AgeGenderCNN"):
+        save_pretrained(Pipeline([("a", ImagePreprocessor()), ("b", ImagePreprocessor())]), tmp_path)

@@ -1,0 +1,634 @@
+"""Tests of skface.utkface.load_utkface, on tiny generated UTKFace folders and archives."""
+
+import io
+import os
+import re
+import tarfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.utils import Bunch
+
+import skface.utkface
+from skface.exceptions import UTKFaceError
+from skface.imaging import decode_image
+from skface.utkface import CacheWarning, SkippedFilesWarning, load_utkface
+
+# name -> (age, gender, race); one .png and one plain .jpg ending among them.
+FACES = {
+    "25_0_1_20170116174525125.jpg.chip.jpg": (25, 0, 1),
+    "3_1_2_20161219140641417.jpg.chip.jpg": (3, 1, 2),
+    "61_1_0_20170120134639935.jpg": (61, 1, 0),
+    "80_0_4_20170103182833831.png": (80, 0, 4),
+    "0_1_3_20161220144911423.jpeg": (0, 1, 3),
+}
+
+
+def image_bytes(seed, fmt="JPEG", size=24):
+    """A small image of random colours, encoded."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def face_bytes(name, seed):
+    return image_bytes(seed, "PNG" if name.endswith(".png") else "JPEG")
+
+
+def write_files(folder, files):
+    """Write ``{relative name: bytes}`` below ``folder``."""
+    for name, data in files.items():
+        target = Path(folder, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return folder
+
+
+def face_files(names=FACES, start=0):
+    return {name: face_bytes(name, start + i) for i, name in enumerate(names)}
+
+
+def load_quietly(path, **kwargs):
+    """Load with the progress bar off and no warning allowed."""
+    kwargs.setdefault("verbose", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return load_utkface(path, **kwargs)
+
+
+def cache_files(folder):
+    return sorted(Path(folder).glob("utkface/*.npz"))
+
+
+def make_zip(path, files):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def make_tar(path, files, mode):
+    with tarfile.open(path, mode) as archive:
+        # Reversed, so that sorting by name is the loader's job.
+        for name, data in reversed(list(files.items())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+class DecodeCounter:
+    """Stands in for decode_image; counts calls, can refuse to decode."""
+
+    def __init__(self, allow=True):
+        self.calls = 0
+        self.allow = allow
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if not self.allow:
+            raise AssertionError("decode_image was called, the cache should have been used")
+        return decode_image(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def cache_root(tmp_path, monkeypatch):
+    """Point every test's cache at tmp_path, never at the user's real cache."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("SKFACE_CACHE_DIR", str(root))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    return root
+
+
+@pytest.fixture
+def faces_dir(tmp_path):
+    return write_files(tmp_path / "faces", face_files())
+
+
+@pytest.fixture
+def decode_counter(monkeypatch):
+    counter = DecodeCounter()
+    monkeypatch.setattr(skface.utkface, "decode_image", counter)
+    return counter
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+
+
+def test_folder_load_returns_bunch_with_labels_and_pixels(faces_dir):
+    data = load_quietly(faces_dir)
+    names = sorted(FACES)
+    n = len(names)
+
+    assert isinstance(data, Bunch)
+    assert data.images.shape == (n, 64, 64, 1)
+    assert data.images.dtype == np.uint8
+    assert data.target.shape == (n, 2)
+    assert data.target.dtype == np.float64
+    assert data.target_names == ["age", "gender"]
+    assert data.race.shape == (n,)
+    assert np.issubdtype(data.race.dtype, np.integer)
+    assert data.filenames.tolist() == names
+    assert data.skipped == []
+    assert data.target.tolist() == [[FACES[m][0], FACES[m][1]] for m in names]
+    assert data.race.tolist() == [FACES[m][2] for m in names]
+    assert "non-commercial research purposes only" in data.DESCR
+    for image, name in zip(data.images, names):
+        expected = decode_image((faces_dir / name).read_bytes(), 64, "grayscale")
+        np.testing.assert_array_equal(image, expected)
+
+
+def test_image_size_and_rgb(faces_dir):
+    data = load_quietly(faces_dir, image_size=16, color="rgb")
+    assert data.images.shape == (len(FACES), 16, 16, 3)
+
+
+def test_nested_folders_are_searched(tmp_path):
+    names = sorted(FACES)
+    files = {
+        f"crop_part1/{names[0]}": face_bytes(names[0], 0),
+        f"UTKFace/{names[1]}": face_bytes(names[1], 1),
+        f"utkface_aligned_cropped/UTKFace/{names[2]}": face_bytes(names[2], 2),
+        names[3]: face_bytes(names[3], 3),
+    }
+    data = load_quietly(write_files(tmp_path / "faces", files))
+    assert data.filenames.tolist() == sorted(files)
+    assert data.target[:, 0].tolist() == [FACES[name.rsplit("/")[-1]][0] for name in sorted(files)]
+
+
+@pytest.mark.parametrize(
+    "archive_name, build",
+    [
+        ("UTKFace.zip", make_zip),
+        ("UTKFace.tar.gz", lambda path, files: make_tar(path, files, "w:gz")),
+        ("UTKFace.tgz", lambda path, files: make_tar(path, files, "w:gz")),
+        ("UTKFace.tar", lambda path, files: make_tar(path, files, "w")),
+    ],
+)
+def test_archives_give_the_same_arrays_as_the_folder(tmp_path, archive_name, build):
+    files = {f"UTKFace/{name}": data for name, data in face_files().items()}
+    files["UTKFace/README.txt"] = b"not a face"
+    folder = write_files(tmp_path / "faces", files)
+    archive = build(tmp_path / archive_name, files)
+
+    with pytest.warns(SkippedFilesWarning):
+        from_folder = load_utkface(folder, verbose=False, cache=False)
+    with pytest.warns(SkippedFilesWarning):
+        from_archive = load_utkface(archive, verbose=False, cache=False)
+
+    for key in ("images", "target", "race", "filenames"):
+        np.testing.assert_array_equal(from_archive[key], from_folder[key])
+    assert from_archive.skipped == from_folder.skipped
+
+
+def test_zip_directory_entries_and_macos_metadata(tmp_path):
+    name = "25_0_1_20170116174525125.jpg.chip.jpg"
+    archive = tmp_path / "faces.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("UTKFace/", b"")
+        out.writestr(f"UTKFace/{name}", image_bytes(0))
+        out.writestr(f"__MACOSX/UTKFace/._{name}", b"\x00\x05\x16\x07 resource fork")
+
+    with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 2 files"):
+        data = load_utkface(archive, verbose=False)
+
+    assert data.filenames.tolist() == [f"UTKFace/{name}"]
+    assert data.skipped == [
+        (
+            f"__MACOSX/UTKFace/._{name}",
+            "not an image file: a '._' file is macOS metadata, not an image.",
+        )
+    ]
+
+
+def test_return_X_y(faces_dir):
+    data = load_quietly(faces_dir)
+    images, target = load_quietly(faces_dir, return_X_y=True)
+    np.testing.assert_array_equal(images, data.images)
+    np.testing.assert_array_equal(target, data.target)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, -1])
+def test_n_jobs_does_not_change_the_result(faces_dir, n_jobs):
+    reference = load_quietly(faces_dir, cache=False, n_jobs=1)
+    data = load_quietly(faces_dir, cache=False, n_jobs=n_jobs)
+    np.testing.assert_array_equal(data.images, reference.images)
+    np.testing.assert_array_equal(data.filenames, reference.filenames)
+
+
+def test_progress_bar_when_verbose(faces_dir, capsys):
+    load_utkface(faces_dir, cache=False, verbose=True)
+    assert "Decoding UTKFace" in capsys.readouterr().err
+
+
+def test_progress_bar_silent_when_not_verbose(faces_dir, capsys):
+    load_utkface(faces_dir, cache=False, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- #
+# Skipped files
+# --------------------------------------------------------------------------- #
+
+GOOD = "30_1_0_20170117145814823.jpg.chip.jpg"
+JPEG = image_bytes(7)
+
+SKIP_CASES = [
+    pytest.param(
+        "61_1_20170109142408075.jpg.chip.jpg",
+        JPEG,
+        r"malformed file name: expected 4 fields .*got 3 in '61_1_20170109142408075'",
+        "malformed file name: 1",
+        id="three-fields",
+    ),
+    pytest.param(
+        "25_x_1_20170116174525125.jpg.chip.jpg",
+        JPEG,
+        r"malformed file name: the gender field 'x' is not an integer",
+        "malformed file name: 1",
+        id="non-integer-field",
+    ),
+    pytest.param(
+        "README.txt",
+        b"UTKFace readme",
+        r"not an image file: UTKFace images end in \.jpg, \.jpeg or \.png\.",
+        "not an image file: 1",
+        id="text-file",
+    ),
+    pytest.param(
+        ".DS_Store",
+        b"\x00\x00\x00\x01Bud1",
+        r"not an image file",
+        "not an image file: 1",
+        id="ds-store",
+    ),
+    pytest.param(
+        "40_0_0_20170117145814823.jpg.chip.jpg",
+        b"these bytes are no JPEG at all",
+        r"unreadable image: the data is not an image in a format Pillow reads",
+        "unreadable image: 1",
+        id="corrupt-bytes",
+    ),
+    pytest.param(
+        "41_0_0_20170117145814823.jpg.chip.jpg",
+        JPEG[: len(JPEG) // 2],
+        r"unreadable image: .*(?i:truncated)",
+        "unreadable image: 1",
+        id="truncated-jpeg",
+    ),
+    pytest.param(
+        "42_0_0_20170117145814823.jpg.chip.jpg",
+        b"",
+        r"unreadable image: the image is empty \(0 bytes\)",
+        "unreadable image: 1",
+        id="empty-file",
+    ),
+    pytest.param(
+        "130_0_0_20170117145814823.jpg.chip.jpg",
+        JPEG,
+        r"age out of range: age 130 is outside 0-120 years",
+        "age out of range: 1",
+        id="age-130",
+    ),
+    pytest.param(
+        "30_2_0_20170117145814823.jpg.chip.jpg",
+        JPEG,
+        r"invalid gender: gender 2 is neither 0 \(male\) nor 1 \(female\)",
+        "invalid gender: 1",
+        id="gender-2",
+    ),
+]
+
+
+@pytest.mark.parametrize("name, content, reason, summary", SKIP_CASES)
+def test_each_bad_file_is_skipped_with_its_reason(tmp_path, name, content, reason, summary):
+    folder = write_files(tmp_path / "faces", {GOOD: image_bytes(1), f"sub/{name}": content})
+
+    expected = rf"Skipped 1 of 2 files in .*faces \({summary}\); see the 'skipped' field"
+    with pytest.warns(SkippedFilesWarning, match=expected):
+        data = load_utkface(folder, verbose=False)
+
+    assert data.filenames.tolist() == [GOOD]
+    [(skipped_name, skipped_reason)] = data.skipped
+    assert skipped_name == f"sub/{name}"
+    assert re.search(reason, skipped_reason), skipped_reason
+    assert skipped_reason.endswith((".", ")")), "a reason is a sentence"
+
+
+def test_skipped_files_are_counted_by_reason_in_one_warning(tmp_path):
+    files = face_files()
+    for i, case in enumerate(SKIP_CASES):
+        name, content = case.values[:2]
+        files[f"bad{i}/{name}"] = content
+    folder = write_files(tmp_path / "faces", files)
+
+    with pytest.warns(SkippedFilesWarning) as record:
+        data = load_utkface(folder, verbose=False)
+
+    [warning] = [w for w in record if w.category is SkippedFilesWarning]
+    message = str(warning.message)
+    assert message.startswith(f"Skipped {len(SKIP_CASES)} of {len(files)} files in {folder} (")
+    for count in ("unreadable image: 3", "malformed file name: 2", "not an image file: 2",
+                  "age out of range: 1", "invalid gender: 1"):
+        assert count in message
+    assert len(data.skipped) == len(SKIP_CASES)
+    assert [name for name, _ in data.skipped] == sorted(name for name, _ in data.skipped)
+    assert len(data.filenames) == len(FACES)
+
+
+def test_skipped_warning_points_at_the_caller(tmp_path):
+    folder = write_files(tmp_path / "faces", {GOOD: image_bytes(1), "README.txt": b"x"})
+    with pytest.warns(SkippedFilesWarning) as record:
+        load_utkface(folder, verbose=False)
+    assert record[0].filename == __file__
+
+
+# --------------------------------------------------------------------------- #
+# Errors
+# --------------------------------------------------------------------------- #
+
+
+def test_missing_path(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(UTKFaceError, match=r"'.*no-such-folder' does not exist\. Pass the folder"):
+        load_utkface(missing)
+
+
+def test_file_that_is_not_an_archive(tmp_path):
+    path = tmp_path / "25_0_1_20170116174525125.jpg.chip.jpg"
+    path.write_bytes(image_bytes(0))
+    expected = r"is a file, but neither a folder nor an archive ending in \.zip"
+    with pytest.raises(UTKFaceError, match=expected):
+        load_utkface(path)
+
+
+def test_path_of_wrong_type():
+    with pytest.raises(UTKFaceError, match=r"path must be a folder or archive path .*got int"):
+        load_utkface(3)
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    expected = r"No files found in '.*empty'\. Expected UTKFace images named \[age\]_"
+    with pytest.raises(UTKFaceError, match=expected):
+        load_utkface(tmp_path / "empty", verbose=False)
+
+
+def test_folder_without_usable_image(tmp_path, cache_root):
+    folder = write_files(
+        tmp_path / "faces",
+        {"README.txt": b"x", "61_1_20170109142408075.jpg.chip.jpg": image_bytes(0)},
+    )
+    with pytest.raises(
+        UTKFaceError,
+        match=(
+            r"None of the 2 files in '.*faces' is a usable UTKFace image "
+            r"\(malformed file name: 1, not an image file: 1\)\. "
+            r"For example: '61_1_20170109142408075.jpg.chip.jpg': malformed.*"
+            r"Expected UTKFace images named "
+            r"\[age\]_\[gender\]_\[race\]_\[date&time\]\.jpg\.chip\.jpg"
+        ),
+    ):
+        load_utkface(folder, verbose=False)
+    assert cache_files(cache_root) == []
+
+
+def test_damaged_zip(tmp_path):
+    path = tmp_path / "UTKFace.zip"
+    path.write_bytes(b"PK\x03\x04 this download stopped early")
+    expected = r"cannot be opened as a zip archive .*Download it again"
+    with pytest.raises(UTKFaceError, match=expected):
+        load_utkface(path, verbose=False)
+
+
+def test_damaged_tar_gz(tmp_path):
+    path = tmp_path / "UTKFace.tar.gz"
+    path.write_bytes(b"\x1f\x8b this is no gzip stream")
+    expected = r"cannot be opened as a tar archive \(.*not a gzip file.*\); .*Download it again"
+    with pytest.raises(UTKFaceError, match=expected):
+        load_utkface(path, verbose=False)
+
+
+def test_truncated_tar_gz(tmp_path):
+    files = face_files() | {f"more/{name}": face_bytes(name, 9) for name in FACES}
+    whole = make_tar(tmp_path / "whole.tar.gz", files, "w:gz").read_bytes()
+    path = tmp_path / "UTKFace.tar.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    expected = r"the archive '.*UTKFace.tar.gz' is damaged after \d+ members were read .*again"
+    with pytest.raises(UTKFaceError, match=expected):
+        load_utkface(path, verbose=False)
+
+
+@pytest.mark.parametrize("n_jobs", [0, -2, 1.5, True])
+def test_bad_n_jobs(faces_dir, n_jobs):
+    expected = r"n_jobs must be None, -1 \(all processors\) or a positive integer, got"
+    with pytest.raises(ValueError, match=expected):
+        load_utkface(faces_dir, n_jobs=n_jobs)
+
+
+def test_bad_image_size(faces_dir):
+    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        load_utkface(faces_dir, image_size=0)
+
+
+# --------------------------------------------------------------------------- #
+# Cache
+# --------------------------------------------------------------------------- #
+
+
+def test_second_load_is_served_from_the_cache(faces_dir, cache_root, monkeypatch):
+    first = load_quietly(faces_dir)
+    [cache_file] = cache_files(cache_root)
+    assert cache_file.name.startswith("64px-grayscale-")
+
+    monkeypatch.setattr(skface.utkface, "decode_image", DecodeCounter(allow=False))
+    second = load_quietly(faces_dir)
+
+    for key in ("images", "target", "race", "filenames"):
+        np.testing.assert_array_equal(second[key], first[key])
+        assert second[key].dtype == first[key].dtype
+    assert second.skipped == first.skipped
+    assert second.DESCR == first.DESCR
+
+
+def test_cached_load_warns_about_skipped_files_too(tmp_path, monkeypatch):
+    folder = write_files(tmp_path / "faces", {GOOD: image_bytes(1), "README.txt": b"x"})
+    with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 2 files"):
+        first = load_utkface(folder, verbose=False)
+    monkeypatch.setattr(skface.utkface, "decode_image", DecodeCounter(allow=False))
+    with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 2 files"):
+        second = load_utkface(folder, verbose=False)
+    assert second.skipped == first.skipped == [
+        ("README.txt", "not an image file: UTKFace images end in .jpg, .jpeg or .png.")
+    ]
+    assert all(type(part) is str for row in second.skipped for part in row)
+
+
+def test_changed_file_gives_fresh_data(faces_dir, decode_counter):
+    first = load_quietly(faces_dir)
+    name = sorted(FACES)[0]
+    path = faces_dir / name
+    stat = path.stat()
+    path.write_bytes(image_bytes(1000))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+    second = load_quietly(faces_dir)
+
+    assert not np.array_equal(second.images[0], first.images[0])
+    np.testing.assert_array_equal(second.images[0], decode_image(path.read_bytes()))
+    np.testing.assert_array_equal(second.images[1:], first.images[1:])
+
+
+def test_touched_file_is_decoded_again(faces_dir, decode_counter):
+    load_quietly(faces_dir)
+    calls = decode_counter.calls
+    path = faces_dir / sorted(FACES)[0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    load_quietly(faces_dir)
+    assert decode_counter.calls == 2 * calls
+
+
+def test_added_and_removed_files_change_the_result(faces_dir):
+    first = load_quietly(faces_dir)
+    new = "99_1_1_20170117145814823.jpg.chip.jpg"
+    write_files(faces_dir, {f"extra/{new}": image_bytes(50)})
+    added = load_quietly(faces_dir)
+    assert len(added.filenames) == len(first.filenames) + 1
+    assert f"extra/{new}" in added.filenames.tolist()
+
+    (faces_dir / sorted(FACES)[0]).unlink()
+    removed = load_quietly(faces_dir)
+    assert len(removed.filenames) == len(first.filenames)
+    assert sorted(FACES)[0] not in removed.filenames.tolist()
+
+
+def test_parameters_are_part_of_the_key(faces_dir, cache_root):
+    small = load_quietly(faces_dir, image_size=16)
+    large = load_quietly(faces_dir, image_size=32)
+    rgb = load_quietly(faces_dir, image_size=16, color="rgb")
+    assert small.images.shape[1:] == (16, 16, 1)
+    assert large.images.shape[1:] == (32, 32, 1)
+    assert rgb.images.shape[1:] == (16, 16, 3)
+    assert len(cache_files(cache_root)) == 3
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(path):
+    path.write_bytes(b"this is not a cache file")
+
+
+def _single_array(path):
+    with open(path, "wb") as file:
+        np.save(file, np.zeros(3))
+
+
+def _missing_key(path):
+    np.savez(path, images=np.zeros((1, 64, 64, 1), np.uint8))
+
+
+def _wrong_shape(path):
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["images"] = arrays["images"][:, :32]
+    np.savez(path, **arrays)
+
+
+def _other_files(path):
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays["filenames"] = np.array([f"x{i}" for i in range(len(arrays["filenames"]))])
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "damage", [_truncate, _garbage, _single_array, _missing_key, _wrong_shape, _other_files]
+)
+def test_damaged_cache_is_rebuilt(faces_dir, cache_root, decode_counter, damage):
+    expected = load_quietly(faces_dir)
+    [cache_file] = cache_files(cache_root)
+    damage(cache_file)
+
+    message = r"The UTKFace cache file .* is damaged \(.*\); it is being rebuilt from"
+    with pytest.warns(CacheWarning, match=message):
+        rebuilt = load_utkface(faces_dir, verbose=False)
+
+    for key in ("images", "target", "race", "filenames"):
+        np.testing.assert_array_equal(rebuilt[key], expected[key])
+    # The rebuilt cache file is sound again: the next load decodes nothing.
+    decode_counter.allow = False
+    np.testing.assert_array_equal(load_quietly(faces_dir).images, expected.images)
+    leftovers = [p.name for p in cache_file.parent.iterdir()]
+    assert leftovers == [cache_file.name], "no temporary file is left behind"
+
+
+def test_unwritable_cache_warns_and_returns_the_data(faces_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the cache folder should be")
+    expected = r"Could not write the UTKFace cache to .*pass cache=False"
+    with pytest.warns(CacheWarning, match=expected):
+        data = load_utkface(faces_dir, cache_dir=blocker, verbose=False)
+    assert data.images.shape[0] == len(FACES)
+
+
+def test_cache_false_neither_reads_nor_writes(faces_dir, cache_root, decode_counter):
+    load_quietly(faces_dir, cache=False)
+    assert not cache_root.exists()
+
+    load_quietly(faces_dir)  # writes the cache
+    calls = decode_counter.calls
+    load_quietly(faces_dir, cache=False)
+    assert decode_counter.calls == calls + len(FACES)
+
+
+def test_archive_is_cached_and_a_new_archive_invalidates_it(tmp_path, cache_root, decode_counter):
+    archive = make_zip(tmp_path / "UTKFace.zip", face_files())
+    first = load_quietly(archive)
+    calls = decode_counter.calls
+    load_quietly(archive)
+    assert decode_counter.calls == calls
+    assert len(cache_files(cache_root)) == 1
+
+    make_zip(archive, face_files(start=100))
+    os.utime(archive, ns=(0, archive.stat().st_mtime_ns + 10**9))
+    second = load_quietly(archive)
+    assert decode_counter.calls == 2 * calls
+    assert not np.array_equal(second.images, first.images)
+
+
+def test_cache_dir_argument(faces_dir, tmp_path, cache_root):
+    load_quietly(faces_dir, cache_dir=tmp_path / "mine")
+    assert len(cache_files(tmp_path / "mine")) == 1
+    assert not cache_root.exists()
+
+
+def test_skface_cache_dir_env(faces_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SKFACE_CACHE_DIR", str(tmp_path / "env-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_quietly(faces_dir)
+    assert len(cache_files(tmp_path / "env-cache")) == 1
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_xdg_cache_home_env(faces_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("SKFACE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_quietly(faces_dir)
+    assert len(cache_files(tmp_path / "xdg" / "skface")) == 1
+
+
+def test_home_cache_is_the_fallback(faces_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("SKFACE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/paths/are/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    load_quietly(faces_dir)
+    assert len(cache_files(tmp_path / "home" / ".cache" / "skface")) == 1
