@@ -61,6 +61,9 @@ class AgeGenderCNN(BaseEstimator):
         global generators, as ``keras.utils.set_random_seed`` does.
     verbose : int, default=1
         0 is silent; 1 shows a progress bar over epochs with the metrics.
+    callbacks : list of keras.callbacks.Callback or None, default=None
+        Extra Keras callbacks for ``fit``, such as
+        :class:`skface.tracking.MlflowMetricsCallback` to log each epoch.
 
     Attributes
     ----------
@@ -113,6 +116,7 @@ class AgeGenderCNN(BaseEstimator):
         early_stopping: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 1,
+        callbacks: list | None = None,
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -127,6 +131,7 @@ class AgeGenderCNN(BaseEstimator):
         self.early_stopping = early_stopping
         self.random_state = random_state
         self.verbose = verbose
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
@@ -183,7 +188,7 @@ class AgeGenderCNN(BaseEstimator):
             gender_loss_weight=self.gender_loss_weight,
             initial_age=float(np.median(age[train])),
         )
-        callbacks = []
+        callbacks = list(self.callbacks or [])
         if self.verbose:
             callbacks.append(EpochProgressBar(self.epochs))
         if self.early_stopping is not None:

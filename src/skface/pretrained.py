@@ -63,6 +63,7 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
     check_is_fitted(estimator, "model_")
     params = estimator.get_params()
     params["filters"] = list(params["filters"])
+    params["callbacks"] = None  # callbacks belong to a training session, not to the model
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None
     state = {

@@ -1,0 +1,47 @@
+"""Grid search over AgeGenderCNN hyperparameters: one child run per trial under one parent run.
+
+Trials are ranked by validation loss; the parent run logs the best trial's
+parameters and test figures, logs its model and registers it.
+"""
+
+import argparse
+import json
+import sys
+
+from skface.options import whole_number
+from skface.quiet import import_tensorflow_quietly
+
+
+def parse_args(argv=None):
+    from skface.options import add_data_arguments, add_estimator_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_arguments(parser)
+    add_estimator_arguments(parser)
+    parser.add_argument("--grid", default="dropout=0.2,0.4;learning_rate=0.001,0.0003",
+                        help="hyperparameter grid: 'name=v1,v2;name=v1,v2' (filters choices use '/': 16/32,32/64)")
+    parser.add_argument("--max-trials", type=whole_number, default=8, help="at most this many trials of the grid")
+    parser.add_argument("--registered-model", default="skface", help="registered model that gets the best trial")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(epochs=10)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import_tensorflow_quietly()
+    from skface.experiment import parse_grid, print_figures, run_sweep
+
+    parse_grid(args.grid)  # a bad grid fails before any data is loaded
+    summary = run_sweep(args)
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return 0
+    print(f"\nSweep run {summary['run_id']}: best trial {summary['best_trial']} {summary['best_params']}")
+    print_figures(summary["figures"])
+    print(f"Registered {args.registered_model} version {summary['version']}: {summary['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

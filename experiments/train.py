@@ -1,0 +1,42 @@
+"""Train AgeGenderCNN, evaluate it on a held-out split, log everything to MLflow and register it.
+
+The `main` entry point of the MLproject: `mlflow run . -P epochs=30`.
+Run directly, it logs to the experiment `skface` of the tracking store that
+MLFLOW_TRACKING_URI names (by default ./mlflow.db).
+"""
+
+import argparse
+import json
+import sys
+
+from skface.quiet import import_tensorflow_quietly
+
+
+def parse_args(argv=None):
+    from skface.options import add_data_arguments, add_estimator_arguments
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_arguments(parser)
+    add_estimator_arguments(parser)
+    parser.add_argument("--registered-model", default="skface", help="registered model that gets a new version")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import_tensorflow_quietly()
+    from skface.experiment import print_figures, run_train
+
+    summary = run_train(args)
+    if args.json:
+        print(json.dumps(summary, default=str))
+        return 0
+    print(f"\nRun {summary['run_id']} on {summary['data']}")
+    print_figures(summary["figures"])
+    print(f"Registered {args.registered_model} version {summary['version']}: {summary['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The MLflow pyfunc model that every training run logs, and that ``mlflow models serve`` serves.
+
+Request: a column ``image`` of base64-encoded image files (JPEG, PNG, ...),
+sent as ``dataframe_split``, ``dataframe_records`` or ``inputs``; in process,
+raw ``bytes`` work too. Response, one row per input row: ``age`` (years),
+``gender`` ("male" or "female"), ``gender_probability`` (of the predicted
+gender) and ``error`` (empty when the row is fine). A bad row gets ``error``
+set and null predictions; the other rows are answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from .exceptions import ImageDecodeError
+from .imaging import decode_image
+
+IMAGE_COLUMN = "image"
+OUTPUT_COLUMNS = ("age", "gender", "gender_probability", "error")
+ARTIFACT_KEY = "skface_model"
+
+# What the served model needs; pinned to the versions it was trained with.
+_REQUIREMENTS = ("tensorflow", "keras", "scikit-learn", "numpy", "pandas", "pillow", "mlflow")
+
+
+class AgeGenderModel(mlflow.pyfunc.PythonModel):
+    """Pyfunc wrapper of a saved ``Pipeline(ImagePreprocessor, AgeGenderCNN)``.
+
+    The pipeline is kept as an artifact written by
+    :func:`skface.save_pretrained` (a ``.keras`` file plus JSON), so the
+    network is never pickled, and the preprocessing parameters travel with
+    it. Use :func:`log_model` rather than instantiating it directly.
+    """
+
+    def load_context(self, context):
+        from .pretrained import load_pretrained
+
+        self.pipeline_ = load_pretrained(context.artifacts[ARTIFACT_KEY])
+        preprocessor, estimator = self.pipeline_.steps[0][1], self.pipeline_.steps[1][1]
+        self._preprocessor, self._estimator = preprocessor, estimator
+        # Warm up: the first call builds TensorFlow's graph; do it at load, not on a request.
+        estimator.predict(np.zeros((1, *estimator.input_shape_), dtype=np.float32))
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Predict age and gender for each row of ``model_input``."""
+        images = _image_column(model_input)
+        rows = [{"age": None, "gender": None, "gender_probability": None, "error": ""} for _ in images]
+        decoded, good = [], []
+        pre = self._preprocessor
+        for index, value in enumerate(images):
+            try:
+                data = _to_bytes(value)
+                decoded.append(decode_image(data, pre.image_size, pre.color, max_pixels=pre.max_pixels))
+                good.append(index)
+            except ImageDecodeError as exc:
+                rows[index]["error"] = str(exc)
+        if good:
+            batch = np.stack(decoded)
+            y_pred = self._estimator.predict(batch)
+            p_female = self._estimator.predict_proba(batch)[:, 1]
+            for index, (age, gender), p in zip(good, y_pred, p_female):
+                is_female = gender == 1
+                rows[index].update(
+                    age=float(age),
+                    gender="female" if is_female else "male",
+                    gender_probability=float(p if is_female else 1.0 - p),
+                )
+        frame = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+        frame["age"] = frame["age"].astype("float64")
+        frame["gender_probability"] = frame["gender_probability"].astype("float64")
+        return frame
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _image_column(model_input) -> list:
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE_COLUMN not in model_input.columns:
+            raise _bad_request(
+                f"the input has no {IMAGE_COLUMN!r} column (got {list(model_input.columns)}); send "
+                f'{{"dataframe_split": {{"columns": ["{IMAGE_COLUMN}"], "data": [["<base64 image>"]]}}}} '
+                f'or {{"inputs": {{"{IMAGE_COLUMN}": ["<base64 image>"]}}}}.'
+            )
+        return list(model_input[IMAGE_COLUMN])
+    if isinstance(model_input, dict) and IMAGE_COLUMN in model_input:
+        values = model_input[IMAGE_COLUMN]
+        return list(values) if isinstance(values, (list, tuple, np.ndarray, pd.Series)) else [values]
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    raise _bad_request(
+        f"expected a table with an {IMAGE_COLUMN!r} column of base64-encoded images, got "
+        f"{type(model_input).__name__}."
+    )
+
+
+def _to_bytes(value) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("data:") and "," in text:  # a data URL: data:image/jpeg;base64,....
+            text = text.split(",", 1)[1]
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageDecodeError(f"the image is not valid base64 ({exc}); encode the file's bytes in base64.") from None
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        raise ImageDecodeError("the image is empty (null); send the base64 of an image file.")
+    raise ImageDecodeError(
+        f"expected a base64 string or bytes, got {type(value).__name__}; send the base64 of an image file."
+    )
+
+
+def encode_image(source) -> str:
+    """Base64 text of an image file (a path or bytes), ready for a REST request."""
+    if isinstance(source, (bytes, bytearray)):
+        return base64.b64encode(bytes(source)).decode("ascii")
+    return base64.b64encode(Path(source).read_bytes()).decode("ascii")
+
+
+def _pip_requirements() -> list[str]:
+    requirements = []
+    for name in _REQUIREMENTS:
+        try:
+            requirements.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            requirements.append(name)
+    return requirements
+
+
+def _example_image(image_size: int, color: str) -> bytes:
+    from PIL import Image
+
+    from .synthetic import make_synthetic_faces
+
+    X, _ = make_synthetic_faces(1, image_size=max(image_size, 32), color="rgb", random_state=0)
+    buf = io.BytesIO()
+    Image.fromarray(X[0]).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def log_model(pipeline, *, name: str = "model", registered_model_name: str | None = None):
+    """Log a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` as an MLflow pyfunc model.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        An :class:`ImagePreprocessor` then a fitted :class:`AgeGenderCNN`.
+    name : str, default="model"
+        Name of the logged model in the run.
+    registered_model_name : str, optional
+        Also register it under this name.
+
+    Returns
+    -------
+    model_info : mlflow.models.model.ModelInfo
+    """
+    import tempfile
+
+    from mlflow.models import infer_signature
+
+    from .pretrained import save_pretrained
+
+    preprocessor = pipeline.steps[0][1]
+    example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(preprocessor.image_size, preprocessor.color))]})
+    wrapper = AgeGenderModel()
+    wrapper.pipeline_ = pipeline
+    wrapper._preprocessor, wrapper._estimator = pipeline.steps[0][1], pipeline.steps[1][1]
+    output = wrapper.predict(None, example)
+    with tempfile.TemporaryDirectory() as folder:
+        saved = save_pretrained(pipeline, Path(folder) / ARTIFACT_KEY)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("mlflow_model.py")),
+            artifacts={ARTIFACT_KEY: str(saved)},
+            code_paths=[str(Path(__file__).resolve().parent)],
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
+        )
+
+
+def load_estimator(model_uri: str):
+    """Load a logged skface model as its fitted scikit-learn ``Pipeline``.
+
+    Parameters
+    ----------
+    model_uri : str
+        Any MLflow model URI: ``runs:/<run_id>/model``,
+        ``models:/skface@champion``, ``models:/<model_id>``.
+
+    Returns
+    -------
+    pipeline : Pipeline
+        ``ImagePreprocessor`` then ``AgeGenderCNN``, as trained.
+    """
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().pipeline_
