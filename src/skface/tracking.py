@@ -262,7 +262,7 @@ def promote(client: MlflowClient, name: str, version: str, *, data_kind: str, da
 def register(model_info, name: str, data, score: float) -> tuple[str, bool, str]:
     """Register the logged model as a new version of ``name`` and apply the champion rule."""
     client = MlflowClient()
-    version = mlflow.register_model(model_info.model_uri, name).version
+    version = str(mlflow.register_model(model_info.model_uri, name).version)
     promoted, reason = promote(client, name, version, data_kind=data.kind, data_source=data.source, score=score)
     mlflow.set_tags({"skface.registered_version": version, "skface.promotion": reason})
     return version, promoted, reason

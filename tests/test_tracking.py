@@ -1,0 +1,243 @@
+"""MLflow tracking, for real, against a temporary SQLite store."""
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from skface import UTKFaceError, write_synthetic_utkface
+from skface.datasource import SyntheticDataWarning, resolve_data
+from skface.experiment import parse_grid, run_evaluate, run_sweep, run_train
+from skface.options import ESTIMATOR_OPTIONS
+from skface.tracking import promote, tracked_run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_ARGS = dict(
+    data="synthetic", n_synthetic=200, image_size=16, color="grayscale", test_split=0.25, seed=0, experiment=None,
+    filters="4,8", kernel_size=3, dense_units=8, dropout=0.2, learning_rate=3e-3, epochs=6, batch_size=16,
+    validation_split=0.2, age_loss_weight=1.0, gender_loss_weight=1.0, early_stopping=0, registered_model="skface",
+)
+
+
+def _args(**overrides):
+    return argparse.Namespace(**{**TINY_ARGS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh tracking store for the module, and a working folder without ./data."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    mp.delenv("MLFLOW_RUN_ID", raising=False)
+    mp.chdir(folder)
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    yield folder
+    mlflow.set_tracking_uri(None)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def trained(store):
+    return run_train(_args())
+
+
+def test_run_logs_params_metrics_artifacts_and_tags(trained):
+    client = MlflowClient()
+    run = client.get_run(trained["run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "skface"
+    params = run.data.params
+    for name in ("filters", "dense_units", "dropout", "learning_rate", "epochs", "batch_size", "random_state",
+                 "data_kind", "data_source", "n_images", "n_skipped", "n_train", "n_validation", "n_test",
+                 "image_size", "color"):
+        assert name in params, name
+    assert params["filters"] == "4,8" and params["data_kind"] == "synthetic" and params["n_images"] == "200"
+    for name in ("loss", "val_loss", "age_mae", "val_age_mae", "gender_accuracy", "val_gender_accuracy",
+                 "learning_rate"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert steps == [1, 2, 3, 4, 5, 6], name
+    metrics = run.data.metrics
+    for name in ("test_age_mae", "test_cs5", "test_gender_accuracy", "test_gender_roc_auc", "test_score",
+                 "test_age_mae_20-39", "test_gender_accuracy_20-39"):
+        assert name in metrics, name
+    assert run.data.tags["skface.data_kind"] == "synthetic"
+    assert "version.tensorflow" in run.data.tags and run.data.tags["device"] in ("CPU",) or "GPU" in run.data.tags["device"]
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/learning_curves.png", "evaluation/age_predicted_vs_true.png",
+            "evaluation/error_by_age_band.png", "evaluation/gender_confusion_matrix.png",
+            "evaluation/test_faces.png", "evaluation/test_predictions.csv"} <= artifacts
+    assert "model_summary.txt" in {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name.startswith("synthetic")
+
+
+def test_predictions_csv_has_one_row_per_test_image(trained):
+    path = mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path="evaluation/test_predictions.csv")
+    lines = Path(path).read_text().splitlines()
+    assert lines[0].startswith("file,age,gender,predicted_age")
+    assert len(lines) - 1 == 50  # 25% of 200
+
+
+def test_first_run_registers_and_takes_the_champion_alias(trained):
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("skface", "champion")
+    assert str(champion.version) == trained["version"] == "1"
+    assert champion.tags["skface.promotion"].startswith("promoted: first champion")
+
+
+def test_logged_model_loads_as_pyfunc_and_as_estimator(trained):
+    from skface.serving import encode_image, load_estimator
+    from skface import make_synthetic_faces
+    import io
+    import pandas as pd
+    from PIL import Image
+
+    X, _ = make_synthetic_faces(2, image_size=40, color="rgb", random_state=5)
+    files = []
+    for image in X:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        files.append(buf.getvalue())
+    served = mlflow.pyfunc.load_model("models:/skface@champion").predict(
+        pd.DataFrame({"image": [encode_image(f) for f in files]})
+    )
+    pipeline = load_estimator(trained["model_uri"])
+    expected = pipeline.predict(files)
+    np.testing.assert_allclose(served["age"].to_numpy(), expected[:, 0], rtol=1e-5)
+    assert list(served["gender"]) == ["female" if g == 1 else "male" for g in expected[:, 1]]
+
+
+def test_worse_run_does_not_take_the_alias(trained):
+    # A learning rate this small leaves the network where it started: clearly worse than
+    # the first run (test score about 0.29 against 0.41).
+    worse = run_train(_args(learning_rate=1e-9, epochs=1))
+    client = MlflowClient()
+    assert worse["version"] == "2" and not worse["promoted"]
+    assert str(client.get_model_version_by_alias("skface", "champion").version) == "1"
+    tag = client.get_model_version("skface", "2").tags["skface.promotion"]
+    assert tag.startswith("not promoted: test score")
+
+
+def test_champion_rule(store):
+    client = MlflowClient()
+    name = "rule-check"
+    client.create_registered_model(name)
+    versions = [client.create_model_version(name, source=str(store)).version for _ in range(5)]
+    assert promote(client, name, versions[0], data_kind="synthetic", data_source="synthetic", score=0.9)[0]
+    # Real faces displace a synthetic champion even with a lower score.
+    moved, reason = promote(client, name, versions[1], data_kind="utkface", data_source="/data/a", score=0.2)
+    assert moved and "real faces" in reason
+    # A synthetic run never displaces a real-face champion.
+    moved, reason = promote(client, name, versions[2], data_kind="synthetic", data_source="synthetic", score=0.99)
+    assert not moved and "different data" in reason
+    # Same source: the better score wins, a worse one does not.
+    assert not promote(client, name, versions[3], data_kind="utkface", data_source="/data/a", score=0.1)[0]
+    assert promote(client, name, versions[4], data_kind="utkface", data_source="/data/a", score=0.3)[0]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == str(versions[4])
+
+
+def test_failed_run_is_marked_failed_and_keeps_what_it_logged(store):
+    with pytest.raises(UTKFaceError, match="neither 'auto', 'synthetic' nor an existing path"):
+        run_train(_args(data=str(store / "missing")))
+    run = MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("skface").experiment_id], order_by=["start_time DESC"], max_results=1
+    )[0]
+    assert run.info.status == "FAILED"
+    assert "version.tensorflow" in run.data.tags
+
+
+def test_interrupted_run_is_marked_killed(store):
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run() as run:
+            mlflow.log_metric("loss", 1.0, step=1)
+            raise KeyboardInterrupt
+    finished = MlflowClient().get_run(run.info.run_id)
+    assert finished.info.status == "KILLED"
+    assert finished.data.metrics["loss"] == 1.0
+
+
+def test_evaluate_logs_the_same_test_metrics(trained):
+    summary = run_evaluate(argparse.Namespace(model_uri="models:/skface@champion", data="synthetic",
+                                              n_synthetic=200, test_split=0.25, seed=0, experiment=None))
+    run = MlflowClient().get_run(summary["run_id"])
+    original = MlflowClient().get_run(trained["run_id"]).data.metrics
+    # Same data, same split, same model: the same test figures.
+    assert run.data.metrics["test_age_mae"] == pytest.approx(original["test_age_mae"], rel=1e-5)
+    assert run.data.tags["skface.entry_point"] == "evaluate"
+
+
+def test_sweep_makes_child_runs_and_registers_the_best(store):
+    summary = run_sweep(_args(grid="dense_units=4,8", max_trials=2, epochs=1, registered_model="sweep"))
+    client = MlflowClient()
+    children = client.search_runs(
+        [mlflow.get_experiment_by_name("skface").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{summary['run_id']}'",
+    )
+    assert len(children) == 2
+    parent = client.get_run(summary["run_id"])
+    assert parent.data.params["best_trial"] in ("1", "2")
+    assert "test_age_mae" in parent.data.metrics
+    assert summary["version"]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("dropout", "must read name=value1,value2"), ("colour=1,2", "unknown hyperparameter 'colour'"),
+     ("epochs=a,b", "must be ints"), ("", "the grid is empty")],
+)
+def test_bad_grid(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_grid(text)
+
+
+def test_grid_parses_filters():
+    assert parse_grid("filters=8/16,16/32;dropout=0.1") == {"filters": [(8, 16), (16, 32)], "dropout": [0.1]}
+    assert set(ESTIMATOR_OPTIONS) >= {"filters", "dropout", "epochs"}
+
+
+def test_auto_data_falls_back_to_synthetic_loudly(tmp_path):
+    with pytest.warns(SyntheticDataWarning, match="SYNTHETIC"):
+        data = resolve_data("auto", image_size=8, n_synthetic=10, data_dir=tmp_path / "data")
+    assert data.kind == "synthetic" and len(data.images) == 10
+
+
+def test_auto_data_finds_utkface_under_data(tmp_path):
+    write_synthetic_utkface(tmp_path / "data" / "UTKFace", 12, image_size=32, random_state=0)
+    data = resolve_data("auto", image_size=8, data_dir=tmp_path / "data", verbose=False)
+    assert data.kind == "utkface" and len(data.images) == 12
+    assert data.source == str((tmp_path / "data" / "UTKFace").resolve())
+
+
+def test_bad_data_value():
+    with pytest.raises(ValueError, match="data must be 'auto', 'synthetic' or a path"):
+        resolve_data("")
+
+
+@pytest.mark.slow
+def test_mlflow_run_entry_point(tmp_path):
+    """`mlflow run . --env-manager local` as a user types it, with the virtualenv's bin on PATH."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+               "--experiment-name", "skface", "-P", "epochs=2", "-P", "data=synthetic", "-P", "n_synthetic=100",
+               "-P", "image_size=16", "-P", "filters=4,8", "-P", "dense_units=8"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    try:
+        client = MlflowClient()
+        run = client.search_runs([mlflow.get_experiment_by_name("skface").experiment_id])[0]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["epochs"] == "2" and "test_age_mae" in run.data.metrics
+        assert str(client.get_model_version_by_alias("skface", "champion").version) == "1"
+    finally:
+        mlflow.set_tracking_uri(None)
