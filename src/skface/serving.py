@@ -45,11 +45,15 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from .pretrained import load_pretrained
 
-        self.pipeline_ = load_pretrained(context.artifacts[ARTIFACT_KEY])
-        preprocessor, estimator = self.pipeline_.steps[0][1], self.pipeline_.steps[1][1]
-        self._preprocessor, self._estimator = preprocessor, estimator
+        self.use(load_pretrained(context.artifacts[ARTIFACT_KEY]))
         # Warm up: the first call builds TensorFlow's graph; do it at load, not on a request.
-        estimator.predict(np.zeros((1, *estimator.input_shape_), dtype=np.float32))
+        self._estimator.predict(np.zeros((1, *self._estimator.input_shape_), dtype=np.float32))
+
+    def use(self, pipeline):
+        """Serve this fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)``; returns self."""
+        self.pipeline_ = pipeline
+        self._preprocessor, self._estimator = pipeline.steps[0][1], pipeline.steps[-1][1]
+        return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Predict age and gender for each row of ``model_input``."""
@@ -175,10 +179,7 @@ def log_model(pipeline, *, name: str = "model", registered_model_name: str | Non
 
     preprocessor = pipeline.steps[0][1]
     example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(preprocessor.image_size, preprocessor.color))]})
-    wrapper = AgeGenderModel()
-    wrapper.pipeline_ = pipeline
-    wrapper._preprocessor, wrapper._estimator = pipeline.steps[0][1], pipeline.steps[1][1]
-    output = wrapper.predict(None, example)
+    output = AgeGenderModel().use(pipeline).predict(None, example)
     with tempfile.TemporaryDirectory() as folder:
         saved = save_pretrained(pipeline, Path(folder) / ARTIFACT_KEY)
         return mlflow.pyfunc.log_model(

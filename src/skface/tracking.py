@@ -26,6 +26,7 @@ import platform
 import signal
 import subprocess
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -159,9 +160,13 @@ def log_data(data, n_train: int, n_test: int, n_val: int) -> None:
     mlflow.set_tags({"skface.data_kind": data.kind, "skface.data_source": data.source})
     if data.kind == "synthetic":
         mlflow.set_tag("skface.warning", "trained on SYNTHETIC faces: knows nothing about real faces")
-    dataset = mlflow.data.from_numpy(
-        data.images, targets=data.target, source=data.source if data.kind == "utkface" else None, name=data.name
-    )
+    with warnings.catch_warnings():
+        # MLflow registers its local-file dataset source twice and then warns that a path is
+        # ambiguous between the two identical classes; nothing for a user to act on.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_numpy(
+            data.images, targets=data.target, source=data.source if data.kind == "utkface" else None, name=data.name
+        )
     mlflow.log_input(dataset, context="training")
     if data.skipped:
         mlflow.log_text("\n".join(f"{name}\t{reason}" for name, reason in data.skipped) + "\n", "data/skipped.tsv")

@@ -1,0 +1,82 @@
+"""The pyfunc model's request contract, in process."""
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from PIL import Image
+from sklearn.pipeline import Pipeline
+
+from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
+from skface.serving import AgeGenderModel, encode_image
+from tests.conftest import TINY
+
+
+def _png(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_data):
+    X, y = tiny_data
+    pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=16, max_pixels=40_000)),
+                         ("model", AgeGenderCNN(**TINY).fit(X, y))])
+    return AgeGenderModel().use(pipeline)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    X, _ = make_synthetic_faces(3, image_size=48, color="rgb", random_state=3)
+    return [_png(image) for image in X]
+
+
+def test_good_rows_match_the_in_process_pipeline(model, faces):
+    out = model.predict(None, pd.DataFrame({"image": [encode_image(f) for f in faces]}))
+    expected = model.pipeline_.predict(faces)
+    proba = model.pipeline_.predict_proba(faces)
+    assert list(out.columns) == ["age", "gender", "gender_probability", "error"]
+    np.testing.assert_allclose(out["age"], expected[:, 0], rtol=1e-6)
+    assert list(out["gender"]) == ["female" if g else "male" for g in expected[:, 1]]
+    np.testing.assert_allclose(out["gender_probability"], proba.max(axis=1), rtol=1e-6)
+    assert list(out["error"]) == ["", "", ""]
+
+
+def test_raw_bytes_and_data_urls(model, faces):
+    data_url = "data:image/png;base64," + encode_image(faces[0])
+    out = model.predict(None, pd.DataFrame({"image": [faces[0], data_url]}))
+    assert out["age"][0] == pytest.approx(out["age"][1])
+
+
+def test_bad_rows_are_flagged_and_the_rest_answered(model, faces):
+    truncated = faces[0][: len(faces[0]) // 2]
+    bomb = _png(np.zeros((300, 300), dtype=np.uint8))  # 90,000 pixels, over this model's 40,000
+    rows = [encode_image(faces[0]), "not base64 at all!", encode_image(b"plain text"), encode_image(truncated),
+            "", None, encode_image(bomb), 42, encode_image(faces[1])]
+    out = model.predict(None, pd.DataFrame({"image": rows}))
+    errors = list(out["error"])
+    assert errors[0] == "" and errors[-1] == ""
+    assert "not valid base64" in errors[1]
+    assert "not an image" in errors[2]
+    assert "corrupt or truncated" in errors[3]
+    assert "empty" in errors[4] and "empty" in errors[5]
+    assert "over the limit" in errors[6]
+    assert "expected a base64 string or bytes" in errors[7]
+    assert out["age"][1:8].isna().all() and out["gender"][1:8].isna().all()
+    assert out["age"][8] > 0
+
+
+def test_missing_image_column_is_a_bad_request(model):
+    with pytest.raises(MlflowException, match="no 'image' column") as info:
+        model.predict(None, pd.DataFrame({"picture": ["x"]}))
+    assert info.value.get_http_status_code() == 400
+
+
+def test_dict_and_list_inputs(model, faces):
+    encoded = base64.b64encode(faces[2]).decode()
+    assert len(model.predict(None, {"image": [encoded, encoded]})) == 2
+    assert len(model.predict(None, [encoded])) == 1
