@@ -72,3 +72,39 @@ def test_console_script_help():
         [sys.executable, "-m", "skface.cli", "train", "--help"], capture_output=True, text=True, check=True
     )
     assert "--epochs" in result.stdout and "--data" in result.stdout
+
+
+def test_predict_in_small_batches_matches_one_batch(trained, tmp_path, capsys):
+    for i, value in enumerate((30, 120, 220)):
+        Image.new("RGB", (40, 40), (value, value, 90)).save(tmp_path / f"{i}.png")
+    main(["predict", str(tmp_path), "--model", str(trained), "--json"])
+    whole = capsys.readouterr().out
+    main(["predict", str(tmp_path), "--model", str(trained), "--json", "--batch-size", "1"])
+    assert capsys.readouterr().out == whole
+
+
+def test_predict_with_an_unknown_model_spec(tmp_path):
+    Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit, match="neither a saved model folder nor an MLflow model URI"):
+        main(["predict", str(tmp_path / "a.png"), "--model", "no-such-model"])
+
+
+def test_predict_from_an_mlflow_model_uri(trained, tmp_path, capsys, monkeypatch):
+    import mlflow
+
+    from skface.serving import log_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("cli-test")
+    try:
+        with mlflow.start_run():
+            info = log_model(load_pretrained(trained))
+        Image.new("RGB", (40, 40), (90, 60, 50)).save(tmp_path / "face.jpg")
+        assert main(["predict", str(tmp_path / "face.jpg"), "--model", info.model_uri, "--json"]) == 0
+        from_uri = json.loads(capsys.readouterr().out)
+        main(["predict", str(tmp_path / "face.jpg"), "--model", str(trained), "--json"])
+        assert json.loads(capsys.readouterr().out)["age"] == from_uri["age"]
+    finally:
+        mlflow.set_tracking_uri(None)
+        monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # exported by set_experiment

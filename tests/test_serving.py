@@ -40,9 +40,9 @@ def test_good_rows_match_the_in_process_pipeline(model, faces):
     expected = model.pipeline_.predict(faces)
     proba = model.pipeline_.predict_proba(faces)
     assert list(out.columns) == ["age", "gender", "gender_probability", "error"]
-    np.testing.assert_allclose(out["age"], expected[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(out["age"].astype(float), expected[:, 0], rtol=1e-6)
     assert list(out["gender"]) == ["female" if g else "male" for g in expected[:, 1]]
-    np.testing.assert_allclose(out["gender_probability"], proba.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(out["gender_probability"].astype(float), proba.max(axis=1), rtol=1e-6)
     assert list(out["error"]) == ["", "", ""]
 
 
@@ -66,7 +66,7 @@ def test_bad_rows_are_flagged_and_the_rest_answered(model, faces):
     assert "empty" in errors[4] and "empty" in errors[5]
     assert "over the limit" in errors[6]
     assert "expected a base64 string or bytes" in errors[7]
-    assert out["age"][1:8].isna().all() and out["gender"][1:8].isna().all()
+    assert all(out["age"][1:8].isna()) and all(out["gender"][1:8].isna())
     assert out["age"][8] > 0
 
 

@@ -35,13 +35,16 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    # MLflow's set_experiment exports MLFLOW_EXPERIMENT_ID; one from another test's store must not leak in.
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        mp.delenv(name, raising=False)
     mp.delenv("MLFLOW_RUN_ID", raising=False)
     mp.chdir(folder)
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     yield folder
     mlflow.set_tracking_uri(None)
     mp.undo()
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +113,7 @@ def test_logged_model_loads_as_pyfunc_and_as_estimator(trained):
     )
     pipeline = load_estimator(trained["model_uri"])
     expected = pipeline.predict(files)
-    np.testing.assert_allclose(served["age"].to_numpy(), expected[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(served["age"].to_numpy(dtype=float), expected[:, 0], rtol=1e-5)
     assert list(served["gender"]) == ["female" if g == 1 else "male" for g in expected[:, 1]]
 
 

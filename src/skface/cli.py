@@ -43,16 +43,20 @@ def _predict_parser(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="predict age and gender for image files or folders",
-        description="Predict age and gender for image files, or every file in the given folders.",
+        description=(
+            "Predict age and gender for image files, or every file in the given folders (recursively). "
+            "Unreadable files are reported and skipped; the exit status is 1 if any was."
+        ),
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument(
         "--model",
-        type=Path,
         default=None,
-        help="folder of a saved model (skface train --save DIR); default: the pretrained model",
+        help="a folder saved by `skface train --save`, or an MLflow model URI such as "
+        "models:/skface@champion or runs:/<run_id>/model; default: the pretrained model",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
+    p.add_argument("--batch-size", type=int, default=256, help="images decoded and predicted at a time")
     p.set_defaults(func=_predict)
 
 
@@ -138,41 +142,66 @@ def _image_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def _predict(args) -> int:
-    from .exceptions import ImageDecodeError
+def _load_model(spec: str | None):
     from .pretrained import load_pretrained
 
-    pipeline = load_pretrained(args.model)
-    preprocessor, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
-    results, images = [], []
-    for path in _image_files(args.inputs):
-        row = {"file": str(path), "age": None, "gender": None, "gender_probability": None, "error": ""}
-        try:
-            images.append(preprocessor.transform([path])[0])
-        except ImageDecodeError as exc:
-            row["error"] = str(exc)
-        results.append(row)
-    good = [row for row in results if not row["error"]]
-    if good:
-        batch = np.stack(images)
-        y_pred = estimator.predict(batch)
-        p_female = estimator.predict_proba(batch)[:, 1]
-        for row, (age, gender), p in zip(good, y_pred, p_female):
-            row["age"] = round(float(age), 1)
-            row["gender"] = "female" if gender == 1 else "male"
-            row["gender_probability"] = round(float(p if gender == 1 else 1 - p), 3)
-    if args.json:
-        for row in results:
-            print(json.dumps(row))
-    else:
-        width = max([len(r["file"]) for r in results] + [4])
+    if spec is None or Path(spec).is_dir():
+        return load_pretrained(spec)
+    if ":/" in spec:
+        from .serving import load_estimator
+
+        return load_estimator(spec)
+    raise SystemExit(
+        f"skface predict: --model {spec!r} is neither a saved model folder nor an MLflow model URI "
+        "(models:/NAME@ALIAS, runs:/RUN_ID/model)."
+    )
+
+
+def _predict(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .exceptions import ImageDecodeError
+
+    if args.batch_size < 1:
+        raise SystemExit(f"skface predict: --batch-size must be at least 1, got {args.batch_size}.")
+    pipeline = _load_model(args.model)
+    preprocessor, estimator = pipeline.steps[0][1], pipeline.steps[-1][1]
+    files = _image_files(args.inputs)
+    width = max([len(str(f)) for f in files] + [4])
+    if not args.json:
         print(f"{'file':<{width}}  {'age':>5}  {'gender':<7} {'p':>5}")
-        for r in results:
-            if r["error"]:
-                print(f"{r['file']:<{width}}  error: {r['error']}")
-            else:
-                print(f"{r['file']:<{width}}  {r['age']:>5.1f}  {r['gender']:<7} {r['gender_probability']:>5.2f}")
-    return 1 if any(r["error"] for r in results) else 0
+    n_errors = 0
+    with tqdm(total=len(files), desc="Predicting", unit="img", disable=len(files) <= args.batch_size) as bar:
+        for start in range(0, len(files), args.batch_size):
+            rows, images = [], []
+            for path in files[start : start + args.batch_size]:
+                row = {"file": str(path), "age": None, "gender": None, "gender_probability": None, "error": ""}
+                try:
+                    images.append(preprocessor.transform([path])[0])
+                except ImageDecodeError as exc:
+                    row["error"] = str(exc)
+                    n_errors += 1
+                rows.append(row)
+            good = [row for row in rows if not row["error"]]
+            if good:
+                batch = np.stack(images)
+                y_pred = estimator.predict(batch)
+                p_female = estimator.predict_proba(batch)[:, 1]
+                for row, (age, gender), p in zip(good, y_pred, p_female):
+                    row["age"] = round(float(age), 1)
+                    row["gender"] = "female" if gender == 1 else "male"
+                    row["gender_probability"] = round(float(p if gender == 1 else 1 - p), 3)
+            for row in rows:
+                if args.json:
+                    print(json.dumps(row))
+                elif row["error"]:
+                    print(f"{row['file']:<{width}}  error: {row['error']}")
+                else:
+                    print(f"{row['file']:<{width}}  {row['age']:>5.1f}  {row['gender']:<7} {row['gender_probability']:>5.2f}")
+            bar.update(len(rows))
+    if n_errors:
+        print(f"{n_errors} of {len(files)} files could not be read.", file=sys.stderr)
+    return 1 if n_errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,10 +79,8 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
                     gender="female" if is_female else "male",
                     gender_probability=float(p if is_female else 1.0 - p),
                 )
-        frame = pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
-        frame["age"] = frame["age"].astype("float64")
-        frame["gender_probability"] = frame["gender_probability"].astype("float64")
-        return frame
+        # Object columns keep None for bad rows, which JSON sends as null (a float column would send NaN).
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), dtype=object)
 
 
 def _bad_request(message: str) -> MlflowException:

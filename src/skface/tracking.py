@@ -70,6 +70,8 @@ def tracked_run(**kwargs):
     previous = signal.getsignal(signal.SIGTERM)
     if previous in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # System metrics (CPU, memory, disk; GPU where pynvml is present) for top-level runs.
+    kwargs.setdefault("log_system_metrics", not kwargs.get("nested", False))
     run = mlflow.start_run(**kwargs)
     try:
         yield run
@@ -100,7 +102,11 @@ def set_experiment(name: str | None = None) -> None:
         return
     if name:
         mlflow.set_experiment(name)
-    elif not (os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID")):
+    elif os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
         mlflow.set_experiment(DEFAULT_EXPERIMENT)
 
 

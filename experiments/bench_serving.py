@@ -1,0 +1,214 @@
+"""Benchmark the served model: `mlflow models serve` on loopback under concurrent clients.
+
+Starts the scoring server for a model URI on 127.0.0.1, sends one-image
+requests from N concurrent clients for a bounded time and number of requests,
+and prints throughput, latency percentiles, errors and the server's peak
+memory. Beside it, measured in the same run on the same model: in-process
+`predict` throughput on batches, and one image through the pipeline.
+
+Without --model-uri, a model of the default configuration is trained for one
+epoch on synthetic faces and logged to a temporary MLflow store, so the
+benchmark runs on a fresh machine.
+"""
+
+import argparse
+import base64
+import io
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from skface.options import whole_number
+from skface.quiet import import_tensorflow_quietly
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model-uri", default=None,
+                        help="MLflow model URI to serve (uses MLFLOW_TRACKING_URI); default: train a quick one")
+    parser.add_argument("--clients", type=whole_number, default=4, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long the clients send requests")
+    parser.add_argument("--max-requests", type=whole_number, default=5000, help="stop after this many requests")
+    parser.add_argument("--workers", type=whole_number, default=1, help="scoring server workers")
+    parser.add_argument("--image-size", type=whole_number, default=200, help="side of the JPEG sent per request")
+    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server")
+    return parser.parse_args(argv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _quick_model(folder: Path) -> str:
+    import mlflow
+    from sklearn.pipeline import Pipeline
+
+    from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
+    from skface.serving import log_model
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    X, y = make_synthetic_faces(500, random_state=0)
+    estimator = AgeGenderCNN(epochs=1, verbose=0, random_state=0).fit(X, y)
+    pipeline = Pipeline([("preprocess", ImagePreprocessor()), ("model", estimator)])
+    mlflow.set_experiment("bench-serving")
+    with mlflow.start_run():
+        return log_model(pipeline).model_uri
+
+
+def _request_body(image_size: int) -> tuple[bytes, bytes]:
+    from PIL import Image
+
+    from skface import make_synthetic_faces
+
+    X, _ = make_synthetic_faces(1, image_size=image_size, color="rgb", random_state=0)
+    buf = io.BytesIO()
+    Image.fromarray(X[0]).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(jpeg).decode()]]}}
+    return json.dumps(body).encode(), jpeg
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.Error:
+        return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def _load(url: str, body: bytes, clients: int, seconds: float, max_requests: int):
+    latencies, errors, lock = [], [0], threading.Lock()
+    sent = [0]
+    stop_at = time.perf_counter() + seconds
+
+    def client():
+        while time.perf_counter() < stop_at:
+            with lock:
+                if sent[0] >= max_requests:
+                    return
+                sent[0] += 1
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    ok = response.status == 200 and not json.loads(response.read())["predictions"][0]["error"]
+            except (urllib.error.URLError, OSError, ValueError, KeyError):
+                ok = False
+            elapsed = time.perf_counter() - start
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0], time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import_tensorflow_quietly()
+
+    from skface.serving import load_estimator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_uri = args.model_uri or _quick_model(Path(tmp))
+        body, jpeg = _request_body(args.image_size)
+
+        # Baseline, in process: the same model, loaded the same way the server loads it.
+        pipeline = load_estimator(model_uri)
+        estimator = pipeline.steps[-1][1]
+        batch = pipeline.steps[0][1].transform([jpeg] * 512)
+        estimator.predict(batch[:8])
+        start = time.perf_counter()
+        estimator.predict(batch)
+        batch_rate = len(batch) / (time.perf_counter() - start)
+        single = []
+        for _ in range(50):
+            start = time.perf_counter()
+            pipeline.predict([jpeg])
+            single.append(time.perf_counter() - start)
+
+        port = _free_port()
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        log = open(Path(tmp) / "server.log", "w")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        peak = [0]
+        watching = threading.Event()
+
+        def watch():
+            while not watching.is_set():
+                peak[0] = max(peak[0], _tree_rss(server.pid))
+                time.sleep(0.2)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + args.startup_timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
+                    raise SystemExit("bench_serving: the scoring server did not start; its log is above.")
+                time.sleep(0.5)
+            # One request alone first: the end-to-end latency of a single image on an idle server.
+            alone, _, _ = _load(f"{url}/invocations", body, 1, 5.0, 50)
+            latencies, errors, wall = _load(f"{url}/invocations", body, args.clients, args.seconds,
+                                            args.max_requests)
+        finally:
+            watching.set()
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+
+    ms = 1000.0
+    print(f"\nModel {model_uri}; {args.image_size}px JPEG per request; {os.cpu_count()} CPUs")
+    print(f"{'':<44}{'value':>12}")
+    print(f"{'in-process predict, batch of 512 (images/s)':<44}{batch_rate:>12.0f}")
+    print(f"{'in-process pipeline, 1 image p50 (ms)':<44}{statistics.median(single) * ms:>12.2f}")
+    print(f"{'served, 1 client, 1 image p50 (ms)':<44}{statistics.median(alone) * ms:>12.2f}")
+    print(f"{'served, 1 client, 1 image p95 (ms)':<44}{_percentile(alone, 95) * ms:>12.2f}")
+    print(f"{f'served, {args.clients} clients: requests':<44}{len(latencies):>12d}")
+    print(f"{f'served, {args.clients} clients: throughput (img/s)':<44}{len(latencies) / wall:>12.1f}")
+    for q in (50, 95, 99):
+        print(f"{f'served, {args.clients} clients: p{q} (ms)':<44}{_percentile(latencies, q) * ms:>12.2f}")
+    print(f"{'served: errors':<44}{errors:>12d}")
+    print(f"{'server peak memory (MiB, process tree)':<44}{peak[0] / 2**20:>12.0f}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`mlflow models serve` for real: a model trained in the test, served on loopback, sent good and bad images."""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.pipeline import Pipeline
+
+from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
+from skface.serving import encode_image, log_model
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    X, y = make_synthetic_faces(120, image_size=16, random_state=0)
+    pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=16)),
+                         ("model", AgeGenderCNN(filters=(4, 8), dense_units=8, epochs=2, verbose=0,
+                                                random_state=0).fit(X, y))])
+    mlflow.set_experiment("serve-test")
+    with mlflow.start_run():
+        info = log_model(pipeline)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(folder / "serve.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", info.model_uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"mlflow models serve did not start: {(folder / 'serve.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, pipeline
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set by mlflow.set_experiment above
+
+
+def _jpeg(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_served_model_answers_good_rows_and_flags_bad_ones(served):
+    url, pipeline = served
+    X, _ = make_synthetic_faces(2, image_size=64, color="rgb", random_state=9)
+    good = [_jpeg(image) for image in X]
+    rows = [encode_image(good[0]), "%%% not base64", encode_image(b"just text"),
+            encode_image(good[1][: len(good[1]) // 3]), encode_image(good[1])]
+    status, body = _post(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[r] for r in rows]}})
+    assert status == 200, body
+    predictions = body["predictions"]
+    assert [bool(p["error"]) for p in predictions] == [False, True, True, True, False]
+    expected = pipeline.predict(good)
+    assert predictions[0]["age"] == pytest.approx(expected[0, 0], rel=1e-5)
+    assert predictions[4]["gender"] == ("female" if expected[1, 1] else "male")
+    assert predictions[1]["age"] is None
+
+    # Other request formats carry the same rows.
+    status, body = _post(f"{url}/invocations", {"dataframe_records": [{"image": rows[0]}]})
+    assert status == 200 and body["predictions"][0]["age"] == pytest.approx(predictions[0]["age"])
+    status, body = _post(f"{url}/invocations", {"inputs": {"image": [rows[4]]}})
+    assert status == 200 and body["predictions"][0]["age"] == pytest.approx(predictions[4]["age"])
+
+
+def test_malformed_requests_get_400_and_the_server_stays_up(served):
+    url, _ = served
+    status, body = _post(f"{url}/invocations", {"dataframe_split": {"columns": ["picture"], "data": [["x"]]}})
+    assert status == 400 and "image" in body.get("message", "")
+    status, _ = _post(f"{url}/invocations", b"this is not json")
+    assert status == 400
+    X, _ = make_synthetic_faces(1, image_size=32, color="rgb", random_state=1)
+    status, body = _post(f"{url}/invocations", {"dataframe_split": {"columns": ["image"],
+                                                                    "data": [[encode_image(_jpeg(X[0]))]]}})
+    assert status == 200 and body["predictions"][0]["error"] == ""
+    assert np.isfinite(body["predictions"][0]["age"])
