@@ -16,6 +16,8 @@ from .exceptions import NotFittedEstimatorError
 from .metrics import combined_score
 
 _TARGET_COLUMNS = ("age", "gender")
+# Batches up to this size go straight through the network instead of model.predict.
+_DIRECT_CALL_MAX = 64
 
 
 class AgeGenderCNN(BaseEstimator):
@@ -29,6 +31,10 @@ class AgeGenderCNN(BaseEstimator):
 
     Parameters
     ----------
+    architecture : {"seed", "vgg_bn"}, default="seed"
+        ``"seed"``: the seed's network (convolution + pooling blocks, flatten,
+        dense branches). ``"vgg_bn"``: two convolutions with batch
+        normalisation per block and global average pooling.
     filters : tuple of int, default=(32, 64, 128, 256)
         Filters of each convolution block; its length is the number of blocks.
     kernel_size : int, default=3
@@ -38,7 +44,22 @@ class AgeGenderCNN(BaseEstimator):
     dropout : float, default=0.3
         Dropout rate after each dense layer, in [0, 1).
     learning_rate : float, default=1e-3
-        Adam's learning rate.
+        Adam's learning rate (the peak of a cosine schedule).
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        Keep the learning rate, or decay it to zero over the epochs.
+    weight_decay : float, default=0.0
+        Decoupled weight decay (AdamW); 0 uses Adam.
+    augment : bool, default=False
+        Random flips, shifts, rotations, zoom and contrast while training.
+    age_head : {"regression", "dex"}, default="regression"
+        One ReLU unit, or the expected value of a softmax over ages 0-120.
+    label_smoothing : float, default=0.0
+        Label smoothing of the gender loss, in [0, 0.5).
+    precision : {"float32", "mixed_bfloat16"}, default="float32"
+        Compute type of the network's trunk. ``"mixed_bfloat16"`` is several
+        times faster on CPUs with AMX or AVX-512 BF16; the heads stay float32.
+    flip_tta : bool, default=False
+        Average each prediction with that of the mirrored image.
     epochs : int, default=10
         Maximum number of passes over the training data.
     batch_size : int, default=32
@@ -103,11 +124,19 @@ class AgeGenderCNN(BaseEstimator):
 
     def __init__(
         self,
+        architecture: str = "seed",
         filters: tuple[int, ...] = (32, 64, 128, 256),
         kernel_size: int = 3,
         dense_units: int = 256,
         dropout: float = 0.3,
         learning_rate: float = 1e-3,
+        lr_schedule: str = "constant",
+        weight_decay: float = 0.0,
+        augment: bool = False,
+        age_head: str = "regression",
+        label_smoothing: float = 0.0,
+        precision: str = "float32",
+        flip_tta: bool = False,
         epochs: int = 10,
         batch_size: int = 32,
         validation_split: float = 0.1,
@@ -118,11 +147,19 @@ class AgeGenderCNN(BaseEstimator):
         verbose: int = 1,
         callbacks: list | None = None,
     ):
+        self.architecture = architecture
         self.filters = filters
         self.kernel_size = kernel_size
         self.dense_units = dense_units
         self.dropout = dropout
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.weight_decay = weight_decay
+        self.augment = augment
+        self.age_head = age_head
+        self.label_smoothing = label_smoothing
+        self.precision = precision
+        self.flip_tta = flip_tta
         self.epochs = epochs
         self.batch_size = batch_size
         self.validation_split = validation_split
@@ -179,11 +216,19 @@ class AgeGenderCNN(BaseEstimator):
         self.input_shape_ = tuple(int(d) for d in X.shape[1:])
         self.model_ = build_model(
             self.input_shape_,
+            architecture=self.architecture,
             filters=tuple(self.filters),
             kernel_size=self.kernel_size,
             dense_units=self.dense_units,
             dropout=self.dropout,
             learning_rate=self.learning_rate,
+            lr_schedule=self.lr_schedule,
+            decay_steps=self.epochs * int(np.ceil(len(train) / self.batch_size)),
+            weight_decay=self.weight_decay,
+            augment=bool(self.augment),
+            age_head=self.age_head,
+            label_smoothing=self.label_smoothing,
+            precision=self.precision,
             age_loss_weight=self.age_loss_weight,
             gender_loss_weight=self.gender_loss_weight,
             initial_age=float(np.median(age[train])),
@@ -256,6 +301,16 @@ class AgeGenderCNN(BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, Real) or not np.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
                 raise ValueError(f"{name} must be a positive float, got {value!r}.")
+        from .model import AGE_HEADS, ARCHITECTURES, LR_SCHEDULES, PRECISIONS
+
+        for name, choices in (("architecture", ARCHITECTURES), ("age_head", AGE_HEADS),
+                              ("precision", PRECISIONS), ("lr_schedule", LR_SCHEDULES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}.")
+        if not isinstance(self.weight_decay, Real) or not 0 <= self.weight_decay < 1:
+            raise ValueError(f"weight_decay must be a float in [0, 1), got {self.weight_decay!r}.")
+        if not isinstance(self.label_smoothing, Real) or not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be a float in [0, 0.5), got {self.label_smoothing!r}.")
         if self.early_stopping is not None and (
             not isinstance(self.early_stopping, Integral) or self.early_stopping < 1
         ):
@@ -305,10 +360,22 @@ class AgeGenderCNN(BaseEstimator):
                 "skface.load_pretrained() for a ready model."
             )
         X = self._validate_input(X, reset=False)
-        out = self.model_.predict(X, batch_size=max(self.batch_size, 256), verbose=0)
-        age = np.asarray(out["age"], dtype=np.float64).reshape(-1)
-        p_female = np.asarray(out["gender"], dtype=np.float64).reshape(-1)
+        age, p_female = self._forward(X)
+        if self.flip_tta:
+            flipped_age, flipped_p = self._forward(X[:, :, ::-1, :])
+            age, p_female = (age + flipped_age) / 2, (p_female + flipped_p) / 2
         return age, p_female
+
+    def _forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        X = np.ascontiguousarray(X)
+        if len(X) <= _DIRECT_CALL_MAX:
+            # model.predict builds a data pipeline per call, which costs tens of
+            # milliseconds; a direct call is much faster for a few images.
+            out = self.model_(X, training=False)
+        else:
+            out = self.model_.predict(X, batch_size=max(self.batch_size, 256), verbose=0)
+        return (np.asarray(out["age"], dtype=np.float64).reshape(-1),
+                np.asarray(out["gender"], dtype=np.float64).reshape(-1))
 
     def predict(self, X) -> np.ndarray:
         """Predict ``[age, gender]`` for each image.

@@ -3,33 +3,53 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
+
+ARCHITECTURES = ("seed", "vgg_bn")
+AGE_HEADS = ("regression", "dex")
+PRECISIONS = ("float32", "mixed_bfloat16")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def build_model(
     input_shape: tuple[int, int, int],
     *,
+    architecture: str = "seed",
     filters: tuple[int, ...] = (32, 64, 128, 256),
     kernel_size: int = 3,
     dense_units: int = 256,
     dropout: float = 0.3,
+    augment: bool = False,
+    age_head: str = "regression",
+    max_age: int = 120,
+    precision: str = "float32",
     learning_rate: float = 1e-3,
+    lr_schedule: str = "constant",
+    decay_steps: int = 1000,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
     age_loss_weight: float = 1.0,
     gender_loss_weight: float = 1.0,
     initial_age: float = 0.0,
 ) -> keras.Model:
-    """Build and compile the seed's age-and-gender CNN.
+    """Build and compile the age-and-gender CNN.
 
-    One convolution + max-pooling block per entry of ``filters``, a flatten,
-    then one dense branch with dropout per head: ``gender`` (sigmoid, binary
-    cross-entropy, accuracy) and ``age`` (ReLU so ages are non-negative, MAE
-    loss and metric), trained with Adam. Pixels are rescaled from 0-255 to
-    0-1 inside the model. Convolutions and pooling use ``"same"`` padding so
-    that any input size works.
+    ``architecture="seed"`` is the project's seed, faithfully: one
+    convolution + max-pooling block per entry of ``filters``, a flatten, then
+    one dense branch with dropout per head. ``"vgg_bn"`` has two convolutions
+    with batch normalisation per block and global average pooling instead of
+    the flatten. Both end in a ``gender`` head (sigmoid, binary
+    cross-entropy, accuracy) and an ``age`` head (non-negative; MAE loss and
+    metric), trained with Adam (AdamW when ``weight_decay > 0``). Pixels are
+    rescaled from 0-255 to 0-1 inside the model; convolutions and pooling use
+    ``"same"`` padding so that any input size works.
 
     Parameters
     ----------
     input_shape : tuple of int
         ``(height, width, channels)`` of the input images.
+    architecture : {"seed", "vgg_bn"}
+        The trunk (see above).
     filters : tuple of int
         Filters of each convolution block.
     kernel_size : int
@@ -38,41 +58,88 @@ def build_model(
         Units of the dense layer of each head's branch.
     dropout : float
         Dropout rate after each dense layer.
+    augment : bool
+        Random flips, shifts, rotations, zoom and contrast while training.
+    age_head : {"regression", "dex"}
+        ``"regression"``: one ReLU unit. ``"dex"``: a softmax over the ages
+        0 to ``max_age`` whose expected value is the prediction.
+    max_age : int
+        Oldest age of the ``"dex"`` head.
+    precision : {"float32", "mixed_bfloat16"}
+        Compute type of the trunk; the heads stay in float32.
     learning_rate : float
-        Adam's learning rate.
+        Initial (peak) learning rate.
+    lr_schedule : {"constant", "cosine"}
+        Cosine decay to zero over ``decay_steps`` steps, or constant.
+    decay_steps : int
+        Length of the cosine decay, in optimizer steps.
+    weight_decay : float
+        Decoupled weight decay (AdamW); 0 uses plain Adam.
+    label_smoothing : float
+        Label smoothing of the gender loss.
     age_loss_weight, gender_loss_weight : float
         Weights of the two losses in the total loss.
     initial_age : float
-        Initial bias of the age output, so training starts from a sensible
-        age (the training median) rather than from 0.
+        Initial bias of the regression age output (the training median), so
+        training starts from a sensible age rather than from 0.
 
     Returns
     -------
     model : keras.Model
         Compiled model whose outputs are named ``age`` and ``gender``.
     """
+    policy = keras.DTypePolicy(precision)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    for i, n_filters in enumerate(filters, start=1):
-        x = keras.layers.Conv2D(n_filters, kernel_size, padding="same", activation="relu", name=f"conv_{i}")(x)
-        x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    x = inputs
+    if augment:
+        x = keras.layers.RandomFlip("horizontal", name="flip")(x)
+        x = keras.layers.RandomTranslation(0.06, 0.06, fill_mode="nearest", name="shift")(x)
+        x = keras.layers.RandomRotation(0.03, fill_mode="nearest", name="rotate")(x)
+        x = keras.layers.RandomZoom(0.1, fill_mode="nearest", name="zoom")(x)
+        x = keras.layers.RandomContrast(0.2, value_range=(0, 255), name="contrast")(x)
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale", dtype=policy)(x)
+
+    if architecture == "seed":
+        for i, n in enumerate(filters, start=1):
+            x = keras.layers.Conv2D(n, kernel_size, padding="same", activation="relu", name=f"conv_{i}", dtype=policy)(x)
+            x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i}", dtype=policy)(x)
+        x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
+    else:
+        for i, n in enumerate(filters, start=1):
+            for j in (1, 2):
+                x = keras.layers.Conv2D(n, kernel_size, padding="same", use_bias=False, name=f"conv_{i}_{j}",
+                                        dtype=policy)(x)
+                x = keras.layers.BatchNormalization(name=f"bn_{i}_{j}", dtype=policy)(x)
+                x = keras.layers.Activation("relu", name=f"relu_{i}_{j}", dtype=policy)(x)
+            x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i}", dtype=policy)(x)
+        x = keras.layers.GlobalAveragePooling2D(name="pool", dtype=policy)(x)
 
     def branch(name):
-        hidden = keras.layers.Dense(dense_units, activation="relu", name=f"{name}_dense")(x)
-        return keras.layers.Dropout(dropout, name=f"{name}_dropout")(hidden)
+        hidden = keras.layers.Dense(dense_units, activation="relu", name=f"{name}_dense", dtype=policy)(x)
+        return keras.layers.Dropout(dropout, name=f"{name}_dropout", dtype=policy)(hidden)
 
-    gender = keras.layers.Dense(1, activation="sigmoid", name="gender")(branch("gender"))
-    age = keras.layers.Dense(
-        1,
-        activation="relu",
-        bias_initializer=keras.initializers.Constant(initial_age),
-        name="age",
-    )(branch("age"))
-    model = keras.Model(inputs, {"age": age, "gender": gender}, name="age_gender_cnn")
+    gender = keras.layers.Dense(1, activation="sigmoid", name="gender", dtype="float32")(branch("gender"))
+    if age_head == "dex":
+        probabilities = keras.layers.Dense(max_age + 1, activation="softmax", name="age_distribution",
+                                           dtype="float32")(branch("age"))
+        # The expected age: a fixed dot product with 0, 1, ..., max_age (set below, never trained).
+        expectation = keras.layers.Dense(1, use_bias=False, trainable=False, name="age", dtype="float32")
+        age = expectation(probabilities)
+        expectation.set_weights([np.arange(max_age + 1, dtype="float32").reshape(-1, 1)])
+    else:
+        age = keras.layers.Dense(1, activation="relu", bias_initializer=keras.initializers.Constant(initial_age),
+                                 name="age", dtype="float32")(branch("age"))
+    model = keras.Model(inputs, {"age": age, "gender": gender}, name=f"age_gender_{architecture}")
+
+    if lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, decay_steps))
+    if weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss={"age": "mae", "gender": "binary_crossentropy"},
+        optimizer=optimizer,
+        loss={"age": "mae", "gender": keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)},
         loss_weights={"age": age_loss_weight, "gender": gender_loss_weight},
         metrics={"age": ["mae"], "gender": ["accuracy"]},
     )

@@ -13,14 +13,45 @@ def whole_number(text) -> int:
     return int(value)
 
 
+def boolean(text) -> bool:
+    """A bool from true/false, yes/no, 1/0 (any case)."""
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "1"):
+        return True
+    if value in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _choice(*choices):
+    def parse(text):
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    parse.__name__ = "choice"
+    return parse
+
+
 # Estimator parameters that the command lines expose, with their parsers.
 ESTIMATOR_OPTIONS = {
+    "architecture": (_choice("seed", "vgg_bn"), "seed",
+                     "network: 'seed' (the seed's CNN) or 'vgg_bn' (double convolutions, batch norm, pooling)"),
     "filters": (lambda text: tuple(int(v) for v in str(text).split(",")), "32,64,128,256",
                 "filters of each convolution block, comma-separated"),
     "kernel_size": (whole_number, 3, "side of the convolution kernels"),
     "dense_units": (whole_number, 256, "units of each head's dense layer"),
     "dropout": (float, 0.3, "dropout after each dense layer"),
-    "learning_rate": (float, 1e-3, "Adam's learning rate"),
+    "learning_rate": (float, 1e-3, "Adam's learning rate (the peak of a cosine schedule)"),
+    "lr_schedule": (_choice("constant", "cosine"), "constant", "learning-rate schedule: constant or cosine decay"),
+    "weight_decay": (float, 0.0, "decoupled weight decay (AdamW); 0 uses Adam"),
+    "augment": (boolean, False, "random flips, shifts, rotations, zoom and contrast while training"),
+    "age_head": (_choice("regression", "dex"), "regression",
+                 "age output: 'regression' (one ReLU unit) or 'dex' (expected value of a softmax over ages)"),
+    "label_smoothing": (float, 0.0, "label smoothing of the gender loss"),
+    "precision": (_choice("float32", "mixed_bfloat16"), "float32",
+                  "compute type: float32, or mixed_bfloat16 (fast on CPUs with AMX/AVX-512 BF16)"),
+    "flip_tta": (boolean, False, "average predictions with those of the mirrored image"),
     "epochs": (whole_number, 30, "training epochs"),
     "batch_size": (whole_number, 32, "images per gradient step"),
     "validation_split": (float, 0.1, "share of the training data held out for validation"),
