@@ -77,3 +77,16 @@ def test_bad_option_values(tiny_data, params, match):
     X, y = tiny_data
     with pytest.raises(ValueError, match=match):
         AgeGenderCNN(**{**TINY, **params}).fit(X, y)
+
+
+def test_age_distribution_targets():
+    from skface.model import age_distribution
+
+    targets = age_distribution([0, 30, 200])
+    assert targets.shape == (3, 121)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
+    assert list(targets.argmax(axis=1)) == [0, 30, 120]  # ages beyond the last bin are clipped to it
+
+
+def test_dex_history_has_the_distribution_loss(modern):
+    assert "age_distribution_loss" in modern.history_ and "val_age_mae" in modern.history_

@@ -193,7 +193,8 @@ def test_sweep_makes_child_runs_and_registers_the_best(store):
 @pytest.mark.parametrize(
     "text, match",
     [("dropout", "must read name=value1,value2"), ("colour=1,2", "unknown hyperparameter 'colour'"),
-     ("epochs=a,b", "must be ints"), ("", "the grid is empty")],
+     ("epochs=a,b", "grid values of 'epochs' are not valid"),
+     ("age_head=dex,ordinal", "expected one of regression, dex"), ("", "the grid is empty")],
 )
 def test_bad_grid(text, match):
     with pytest.raises(ValueError, match=match):

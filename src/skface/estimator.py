@@ -188,7 +188,7 @@ class AgeGenderCNN(BaseEstimator):
         """
         import keras
 
-        from .model import build_model
+        from .model import age_distribution, build_model
         from .progress import EpochProgressBar
 
         self._check_params()
@@ -244,12 +244,16 @@ class AgeGenderCNN(BaseEstimator):
                     restore_best_weights=True,
                 )
             )
-        validation_data = None
-        if len(val):
-            validation_data = (X[val], {"age": age[val], "gender": gender[val]})
+        def targets(rows):
+            out = {"age": age[rows], "gender": gender[rows]}
+            if self.age_head == "dex":
+                out["age_distribution"] = age_distribution(age[rows])
+            return out
+
+        validation_data = (X[val], targets(val)) if len(val) else None
         history = self.model_.fit(
             X[train],
-            {"age": age[train], "gender": gender[train]},
+            targets(train),
             validation_data=validation_data,
             epochs=self.epochs,
             batch_size=self.batch_size,

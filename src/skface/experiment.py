@@ -77,7 +77,7 @@ def run_train(args: argparse.Namespace) -> dict:
 def run_sweep(args: argparse.Namespace) -> dict:
     """The ``sweep`` entry point: a grid over hyperparameters, one child run per trial.
 
-    Trials are ranked by their validation ``score`` (never by the test
+    Trials are ranked by their last validation loss (never by the test
     figures); the parent run logs the best trial's params and test figures,
     logs its model and registers it.
     """
@@ -135,8 +135,8 @@ def parse_grid(text: str) -> dict:
         else:
             try:
                 grid[name] = [kind(v) for v in values.split(",")]
-            except ValueError:
-                raise ValueError(f"grid values of {name!r} must be {kind.__name__.replace('whole_number', 'int')}s, got {values!r}.") from None
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise ValueError(f"grid values of {name!r} are not valid ({exc}), got {values!r}.") from None
     if not grid:
         raise ValueError("the grid is empty; pass e.g. 'dropout=0.2,0.4;dense_units=64,128'.")
     return grid

@@ -129,7 +129,16 @@ def build_model(
     else:
         age = keras.layers.Dense(1, activation="relu", bias_initializer=keras.initializers.Constant(initial_age),
                                  name="age", dtype="float32")(branch("age"))
-    model = keras.Model(inputs, {"age": age, "gender": gender}, name=f"age_gender_{architecture}")
+    outputs = {"age": age, "gender": gender}
+    losses = {"age": "mae", "gender": keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)}
+    weights = {"age": age_loss_weight, "gender": gender_loss_weight}
+    if age_head == "dex":
+        # MAE on the expected age alone collapses the softmax onto one age; a cross-entropy
+        # against a label distribution around the true age (see age_distribution) keeps it spread.
+        outputs["age_distribution"] = probabilities
+        losses["age_distribution"] = keras.losses.CategoricalCrossentropy()
+        weights["age_distribution"] = age_loss_weight
+    model = keras.Model(inputs, outputs, name=f"age_gender_{architecture}")
 
     if lr_schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, decay_steps))
@@ -139,8 +148,16 @@ def build_model(
         optimizer = keras.optimizers.Adam(learning_rate)
     model.compile(
         optimizer=optimizer,
-        loss={"age": "mae", "gender": keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)},
-        loss_weights={"age": age_loss_weight, "gender": gender_loss_weight},
+        loss=losses,
+        loss_weights=weights,
         metrics={"age": ["mae"], "gender": ["accuracy"]},
     )
     return model
+
+
+def age_distribution(ages, max_age: int = 120, sigma: float = 2.0) -> np.ndarray:
+    """Target of the ``"dex"`` head's softmax: a normal distribution around each age over 0..max_age."""
+    bins = np.arange(max_age + 1, dtype="float32")
+    ages = np.clip(np.asarray(ages, dtype="float32"), 0, max_age)[:, None]
+    density = np.exp(-0.5 * ((bins[None, :] - ages) / sigma) ** 2)
+    return density / density.sum(axis=1, keepdims=True)
