@@ -108,3 +108,22 @@ def test_predict_from_an_mlflow_model_uri(trained, tmp_path, capsys, monkeypatch
     finally:
         mlflow.set_tracking_uri(None)
         monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # exported by set_experiment
+
+
+def test_train_with_a_named_configuration(tmp_path, capsys, monkeypatch):
+    from skface.configurations import CONFIGURATIONS
+
+    monkeypatch.setitem(CONFIGURATIONS, "tiny", {"image_size": 16, "color": "rgb", "estimator": {
+        "filters": (4,), "dense_units": 8, "epochs": 1, "age_head": "dex", "flip_tta": True}})
+    assert main(["train", "--config", "tiny", "--n-samples", "60", "--save", str(tmp_path / "m")]) == 0
+    assert "Configuration 'tiny'" in capsys.readouterr().out
+    model = load_pretrained(tmp_path / "m")
+    assert model.steps[1][1].age_head == "dex" and model.steps[0][1].color == "rgb"
+    metadata = json.loads((tmp_path / "m" / "skface.json").read_text())["metadata"]
+    assert metadata["configuration"] == "tiny" and "age_mae_20-39" in metadata["test_metrics"]
+
+
+def test_unknown_configuration_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -35,6 +35,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--validation-split", type=float, default=0.1, help="share of the training data for validation")
     p.add_argument("--test-split", type=float, default=0.2, help="share of the data held out for the final figures")
     p.add_argument("--seed", type=int, default=0, help="random seed for data, split and training")
+    from .configurations import CONFIGURATIONS
+
+    p.add_argument("--config", default=None, choices=sorted(CONFIGURATIONS),
+                   help="a named configuration (skface.configurations: seed, regularized) that sets the image "
+                        "size, colour and every hyperparameter, overriding the options above")
     p.add_argument("--save", type=Path, default=None, help="folder to save the fitted pipeline to (see load_pretrained)")
     p.set_defaults(func=_train)
 
@@ -61,69 +66,65 @@ def _predict_parser(sub) -> None:
 
 
 def _train(args) -> int:
-    from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
 
-    from . import metrics
+    from .configurations import get_configuration
+    from .datasource import resolve_data
     from .estimator import AgeGenderCNN
+    from .evaluation import AGE_BANDS, evaluate, stratified_split
     from .preprocessing import ImagePreprocessor
     from .pretrained import save_pretrained
-    from .synthetic import make_synthetic_faces
-    from .utkface import load_utkface
 
     if not 0 < args.test_split < 1:
         raise SystemExit(f"skface train: --test-split must be between 0 and 1, got {args.test_split}.")
-    if args.data == "synthetic":
-        print(
-            f"Data: {args.n_samples} synthetic faces. A model trained on them knows nothing about "
-            "real faces; pass --data PATH to train on UTKFace."
-        )
-        X, y = make_synthetic_faces(
-            args.n_samples, image_size=args.image_size, color=args.color, random_state=args.seed
-        )
+    params = {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate}
+    image_size, color = args.image_size, args.color
+    if args.config is not None:
+        config = get_configuration(args.config)
+        params, image_size, color = config["estimator"], config["image_size"], config["color"]
+        print(f"Configuration {args.config!r}: {image_size} px {color}, {params}")
+    data = resolve_data(args.data, image_size=image_size, color=color, n_synthetic=args.n_samples,
+                        random_state=args.seed)
+    if data.kind == "synthetic":
+        print(f"Data: {len(data.images)} synthetic faces. A model trained on them knows nothing about "
+              "real faces; pass --data PATH to train on UTKFace.")
     else:
-        bunch = load_utkface(args.data, image_size=args.image_size, color=args.color)
-        X, y = bunch.images, bunch.target
-        print(f"Data: {len(X)} faces from {args.data} ({len(bunch.skipped)} files skipped).")
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=args.test_split, random_state=args.seed, stratify=y[:, 1]
-    )
-    estimator = AgeGenderCNN(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        validation_split=args.validation_split,
-        random_state=args.seed,
-    )
+        print(f"Data: {len(data.images)} faces from {data.source} ({len(data.skipped)} files skipped).")
+    X_train, X_test, y_train, y_test = stratified_split(data.images, data.target, test_size=args.test_split,
+                                                        random_state=args.seed)
+    estimator = AgeGenderCNN(**params, validation_split=args.validation_split, random_state=args.seed)
     start = time.perf_counter()
     estimator.fit(X_train, y_train)
     seconds = time.perf_counter() - start
-    y_pred = estimator.predict(X_test)
-    proba = estimator.predict_proba(X_test)
+    figures = evaluate(y_test, estimator.predict(X_test), estimator.predict_proba(X_test))
     baseline = np.column_stack(
         [np.full(len(y_test), np.median(y_train[:, 0])), np.full(len(y_test), float(y_train[:, 1].mean() >= 0.5))]
     )
-    rows = [
-        ("age MAE (years)", metrics.age_mae(y_test, y_pred), metrics.age_mae(y_test, baseline)),
-        ("CS@5", metrics.cumulative_score(y_test, y_pred), metrics.cumulative_score(y_test, baseline)),
-        ("gender accuracy", metrics.gender_accuracy(y_test, y_pred), metrics.gender_accuracy(y_test, baseline)),
-        ("gender ROC AUC", metrics.gender_roc_auc(y_test, proba), 0.5),
-    ]
+    base = evaluate(y_test, baseline)
     print(f"\nTrained {estimator.n_epochs_} epochs on {len(X_train)} faces in {seconds:.1f} s.")
-    print(f"Held-out figures on {len(X_test)} faces:")
+    print(f"Held-out figures on {len(X_test)} faces (stratified by age band and gender):")
     print(f"  {'metric':<18}{'model':>10}{'baseline':>10}")
-    for name, model_value, base_value in rows:
-        print(f"  {name:<18}{model_value:>10.3f}{base_value:>10.3f}")
+    for label, key in (("age MAE (years)", "age_mae"), ("CS@5", "cs5"), ("gender accuracy", "gender_accuracy")):
+        print(f"  {label:<18}{figures[key]:>10.3f}{base[key]:>10.3f}")
+    if "gender_roc_auc" in figures:
+        print(f"  {'gender ROC AUC':<18}{figures['gender_roc_auc']:>10.3f}{0.5:>10.3f}")
+    for band, _, _ in AGE_BANDS:
+        if f"n_{band}" in figures:
+            print(f"  {band:<8}n={figures[f'n_{band}']:<5.0f} age MAE {figures[f'age_mae_{band}']:>6.2f}   "
+                  f"gender accuracy {figures[f'gender_accuracy_{band}']:.3f}")
     print("  (baseline: the median training age and the majority gender)")
     if args.save is not None:
-        pipeline = Pipeline(
-            [("preprocess", ImagePreprocessor(image_size=args.image_size, color=args.color)), ("model", estimator)]
-        )
+        pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=image_size, color=color)),
+                             ("model", estimator)])
         metadata = {
-            "data": str(args.data),
+            "data": data.source,
+            "data_digest": data.digest,
+            "configuration": args.config,
+            "seed": args.seed,
             "n_train": int(len(X_train)),
             "n_test": int(len(X_test)),
-            "test_metrics": {name: float(value) for name, value, _ in rows},
+            "train_seconds": round(seconds, 1),
+            "test_metrics": figures,
         }
         save_pretrained(pipeline, args.save, metadata=metadata)
         print(f"\nSaved to {args.save}; load it with skface.load_pretrained({str(args.save)!r}).")

@@ -443,9 +443,11 @@ class AgeGenderCNN(BaseEstimator):
         state = self.__dict__.copy()
         model = state.pop("model_", None)
         if model is not None:
+            from .model import save_network
+
             with tempfile.TemporaryDirectory() as folder:
                 path = os.path.join(folder, "model.keras")
-                model.save(path)
+                save_network(model, path)
                 with open(path, "rb") as f:
                     state["_model_bytes"] = f.read()
         return state

@@ -81,7 +81,9 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
     }
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    estimator.model_.save(folder / MODEL_FILE)
+    from .model import save_network
+
+    save_network(estimator.model_, folder / MODEL_FILE)
     (folder / PARAMS_FILE).write_text(json.dumps(state, indent=2) + "\n")
     return folder
 

@@ -1,0 +1,33 @@
+"""Named configurations of the whole training recipe: input size and colour plus estimator parameters.
+
+``"seed"`` is the project's seed, faithfully (128 px grayscale, four
+convolution + pooling blocks, 30 epochs, Adam at 1e-3), kept so that the
+baseline can always be re-run beside newer recipes.
+"""
+
+from __future__ import annotations
+
+CONFIGURATIONS: dict[str, dict] = {
+    "seed": {
+        "image_size": 128,
+        "color": "grayscale",
+        "estimator": {"architecture": "seed", "filters": (32, 64, 128, 256), "dense_units": 256, "dropout": 0.3,
+                      "learning_rate": 1e-3, "epochs": 30, "batch_size": 32},
+    },
+    "regularized": {
+        "image_size": 64,
+        "color": "rgb",
+        "estimator": {"architecture": "seed", "filters": (32, 64, 128, 256), "dense_units": 256, "dropout": 0.5,
+                      "learning_rate": 2e-3, "lr_schedule": "cosine", "augment": True, "age_head": "dex",
+                      "label_smoothing": 0.1, "flip_tta": True, "precision": "mixed_bfloat16", "epochs": 60,
+                      "batch_size": 64},
+    },
+}
+
+
+def get_configuration(name: str) -> dict:
+    """A copy of the named configuration; a clear error for an unknown name."""
+    if name not in CONFIGURATIONS:
+        raise ValueError(f"unknown configuration {name!r}; choose from {sorted(CONFIGURATIONS)}.")
+    config = CONFIGURATIONS[name]
+    return {"image_size": config["image_size"], "color": config["color"], "estimator": dict(config["estimator"])}

@@ -1,0 +1,40 @@
+"""The accuracy benchmark script, as a quick dry run on synthetic faces."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from skface.configurations import CONFIGURATIONS, get_configuration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "experiments" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_configuration_is_the_seed():
+    seed = get_configuration("seed")
+    assert (seed["image_size"], seed["color"]) == (128, "grayscale")
+    assert seed["estimator"]["architecture"] == "seed" and seed["estimator"]["epochs"] == 30
+    seed["estimator"]["epochs"] = 1
+    assert CONFIGURATIONS["seed"]["estimator"]["epochs"] == 30  # a copy, not the registry itself
+
+
+def test_unknown_configuration():
+    with pytest.raises(ValueError, match="unknown configuration 'best'; choose from"):
+        get_configuration("best")
+
+
+@pytest.mark.slow
+def test_benchmark_prints_configurations_side_by_side(capsys):
+    assert _script().main(["--data", "synthetic", "--n-synthetic", "60", "--epochs", "1",
+                           "--configs", "seed,regularized"]) == 0
+    out = capsys.readouterr().out
+    header = [line for line in out.splitlines() if line.strip().startswith("seed")][-1]
+    assert header.split() == ["seed", "regularized"]
+    assert "age MAE (years)" in out and "seconds per epoch" in out and "60plus age MAE" in out
