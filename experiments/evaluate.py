@@ -13,7 +13,7 @@ from skface.quiet import import_tensorflow_quietly
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model-uri", default="models:/skface@champion", help="MLflow model URI to evaluate")
+    parser.add_argument("--model-uri", default="models:/skface@champion", help="MLflow model URI to evaluate, or 'pretrained' for the model shipped with skface")
     parser.add_argument("--data", default="auto",
                         help="'auto', 'synthetic' or the path of a UTKFace folder or archive")
     parser.add_argument("--n-synthetic", type=whole_number, default=2000, help="number of synthetic faces, when used")

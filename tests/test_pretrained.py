@@ -37,9 +37,9 @@ def test_loaded_pipeline_predicts_from_files_and_bytes(pipeline, tmp_path):
     np.testing.assert_array_equal(from_path, from_bytes)
 
 
-def test_default_without_a_shipped_model_says_so(monkeypatch, tmp_path):
+def test_missing_shipped_model_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr("skface.pretrained.default_pretrained_dir", lambda: tmp_path / "none")
-    with pytest.raises(PretrainedModelError, match="ships no pretrained model yet"):
+    with pytest.raises(PretrainedModelError, match="missing from this installation.*reinstall skface"):
         load_pretrained()
 
 
@@ -62,3 +62,21 @@ def test_damaged_params_file(pipeline, tmp_path):
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(TypeError, match="ImagePreprocessor followed by an AgeGenderCNN"):
         save_pretrained(Pipeline([("a", ImagePreprocessor()), ("b", ImagePreprocessor())]), tmp_path)
+
+
+SHIPPED = default_pretrained_dir()
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.keras").is_file(), reason="this checkout ships no pretrained model")
+def test_shipped_model_is_small_and_predicts_from_any_input():
+    from skface import make_synthetic_faces
+
+    assert sum(f.stat().st_size for f in SHIPPED.iterdir() if f.is_file()) <= 10_000_000
+    model = load_pretrained()
+    faces, _ = make_synthetic_faces(2, image_size=200, color="rgb", random_state=0)
+    buf = __import__("io").BytesIO()
+    Image.fromarray(faces[0]).save(buf, format="JPEG")
+    y_pred = model.predict([faces[0], buf.getvalue(), Image.fromarray(faces[1])])
+    assert y_pred.shape == (3, 2) and np.all((y_pred[:, 0] >= 0) & (y_pred[:, 0] <= 120))
+    metadata = json.loads((SHIPPED / "skface.json").read_text())["metadata"]
+    assert {"age_mae", "gender_accuracy"} <= set(metadata["test_metrics"])

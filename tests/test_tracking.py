@@ -18,7 +18,8 @@ from skface.options import ESTIMATOR_OPTIONS
 from skface.tracking import promote, tracked_run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_ARGS = dict(
+TINY_ARGS = {name: default for name, (_, default, _) in ESTIMATOR_OPTIONS.items()}
+TINY_ARGS.update(
     data="synthetic", n_synthetic=200, image_size=16, color="grayscale", test_split=0.25, seed=0, experiment=None,
     filters="4,8", kernel_size=3, dense_units=8, dropout=0.2, learning_rate=3e-3, epochs=6, batch_size=16,
     validation_split=0.2, age_loss_weight=1.0, gender_loss_weight=1.0, early_stopping=0, registered_model="skface",
@@ -174,6 +175,18 @@ def test_evaluate_logs_the_same_test_metrics(trained):
     # Same data, same split, same model: the same test figures.
     assert run.data.metrics["test_age_mae"] == pytest.approx(original["test_age_mae"], rel=1e-5)
     assert run.data.tags["skface.entry_point"] == "evaluate"
+
+
+def test_evaluate_the_pretrained_model(trained, monkeypatch, tmp_path):
+    from skface import save_pretrained
+    from skface.serving import load_estimator
+
+    save_pretrained(load_estimator(trained["model_uri"]), tmp_path / "shipped")
+    monkeypatch.setattr("skface.pretrained.default_pretrained_dir", lambda: tmp_path / "shipped")
+    summary = run_evaluate(argparse.Namespace(model_uri="pretrained", data="synthetic", n_synthetic=200,
+                                              test_split=0.25, seed=0, experiment=None))
+    run = MlflowClient().get_run(summary["run_id"])
+    assert run.data.params["model_uri"] == "pretrained" and "test_age_mae" in run.data.metrics
 
 
 def test_sweep_makes_child_runs_and_registers_the_best(store):

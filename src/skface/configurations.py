@@ -14,6 +14,16 @@ CONFIGURATIONS: dict[str, dict] = {
         "estimator": {"architecture": "seed", "filters": (32, 64, 128, 256), "dense_units": 256, "dropout": 0.3,
                       "learning_rate": 1e-3, "epochs": 30, "batch_size": 32},
     },
+    # The shipped pretrained model: the "regularized" recipe at 96 px with a fifth block, so the
+    # flatten stays small and the saved network fits the package's 10 MB budget.
+    "compact96": {
+        "image_size": 96,
+        "color": "rgb",
+        "estimator": {"architecture": "seed", "filters": (32, 64, 128, 256, 256), "dense_units": 256, "dropout": 0.5,
+                      "learning_rate": 2e-3, "lr_schedule": "cosine", "augment": True, "age_head": "dex",
+                      "label_smoothing": 0.1, "flip_tta": True, "precision": "mixed_bfloat16", "epochs": 60,
+                      "batch_size": 64},
+    },
     "regularized": {
         "image_size": 64,
         "color": "rgb",

@@ -143,14 +143,22 @@ def parse_grid(text: str) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    """The ``evaluate`` entry point: test figures and plots of any model URI on a dataset."""
+    """The ``evaluate`` entry point: test figures and plots of any model URI on a dataset.
+
+    ``model_uri="pretrained"`` evaluates the model shipped with the package.
+    """
     from .serving import load_estimator
 
     tracking.set_experiment(args.experiment)
     with tracking.tracked_run() as run:
         mlflow.set_tags({**tracking.environment_tags(), "skface.entry_point": "evaluate",
                          "skface.evaluated_model": args.model_uri})
-        pipeline = load_estimator(args.model_uri)
+        if args.model_uri == "pretrained":
+            from .pretrained import load_pretrained
+
+            pipeline = load_pretrained()
+        else:
+            pipeline = load_estimator(args.model_uri)
         preprocessor = pipeline.steps[0][1]
         args.image_size, args.color = preprocessor.image_size, preprocessor.color
         data = resolve_data(args.data, image_size=args.image_size, color=args.color,

@@ -95,7 +95,8 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     ----------
     path : str or path-like, optional
         A folder written by :func:`save_pretrained`. By default, the model
-        shipped with the package.
+        shipped with the package: trained on UTKFace (non-commercial research
+        use only), described in ``MODEL_CARD.md``.
 
     Returns
     -------
@@ -106,13 +107,12 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     Raises
     ------
     PretrainedModelError
-        If the folder lacks the model or its parameters. This version of
-        skface ships no pretrained model yet, so the default raises it.
+        If the folder lacks the model or its parameters.
 
     Examples
     --------
     >>> from skface import load_pretrained
-    >>> model = load_pretrained("my_model")  # doctest: +SKIP
+    >>> model = load_pretrained()  # doctest: +SKIP
     >>> model.predict(["face.jpg"])  # doctest: +SKIP
     array([[31.2,  1. ]])
     """
@@ -123,9 +123,9 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     if not model_file.is_file() or not params_file.is_file():
         if path is None:
             raise PretrainedModelError(
-                "this version of skface ships no pretrained model yet (it arrives with the "
-                "accuracy work). Train one with `skface train --data PATH --save DIR` and load "
-                "it with load_pretrained(DIR)."
+                f"the pretrained model is missing from this installation (expected {MODEL_FILE} and "
+                f"{PARAMS_FILE} in {folder}); reinstall skface, or train one with "
+                "`skface train --config compact96 --data PATH --save DIR` and load it with load_pretrained(DIR)."
             )
         raise PretrainedModelError(
             f"{folder} holds no saved skface model: expected {MODEL_FILE} and {PARAMS_FILE} "
