@@ -16,7 +16,6 @@ import base64
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from skface.localserver import free_port, wait_until_up
 from skface.options import whole_number
 from skface.quiet import import_tensorflow_quietly
 
@@ -42,12 +42,6 @@ def parse_args(argv=None):
     parser.add_argument("--image-size", type=whole_number, default=200, help="side of the JPEG sent per request")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the server")
     return parser.parse_args(argv)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _quick_model(folder: Path) -> str:
@@ -155,7 +149,7 @@ def main(argv=None) -> int:
             pipeline.predict([jpeg])
             single.append(time.perf_counter() - start)
 
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         log = open(Path(tmp) / "server.log", "w")
         server = subprocess.Popen(
@@ -175,19 +169,10 @@ def main(argv=None) -> int:
         watcher.start()
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + args.startup_timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
-                    raise SystemExit("bench_serving: the scoring server did not start; its log is above.")
-                time.sleep(0.5)
+            if not wait_until_up(f"{url}/ping", server, timeout=args.startup_timeout):
+                log.flush()
+                print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
+                raise SystemExit("bench_serving: the scoring server did not start; its log is above.")
             # One request alone first: the end-to-end latency of a single image on an idle server.
             alone, _, _ = _load(f"{url}/invocations", body, 1, 5.0, 50)
             latencies, errors, wall = _load(f"{url}/invocations", body, args.clients, args.seconds,

@@ -7,24 +7,17 @@ to run them as a non-root user).
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from skface.localserver import free_port, wait_until_up
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_bin() -> Path | None:
@@ -56,7 +49,7 @@ def postgres_uri():
         except (LookupError, PermissionError):
             pytest.skip("running as root and no 'postgres' user to run PostgreSQL as")
     folder.chmod(0o755)
-    port = _free_port()
+    port = free_port()
     subprocess.run(_as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "skface", "--auth=trust"]),
                    check=True, capture_output=True)
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
@@ -73,7 +66,7 @@ def postgres_uri():
 @pytest.fixture(scope="module")
 def tracking_server(postgres_uri, tmp_path_factory):
     artifacts = tmp_path_factory.mktemp("artifacts")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", postgres_uri,
@@ -82,18 +75,9 @@ def tracking_server(postgres_uri, tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.5)
+        if not wait_until_up(f"{url}/health", server, timeout=120):
+            log.flush()
+            pytest.fail(f"mlflow server did not start: {Path(log.name).read_text()[-3000:]}")
         yield url
     finally:
         server.terminate()

@@ -3,10 +3,8 @@
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,15 +16,10 @@ from PIL import Image
 from sklearn.pipeline import Pipeline
 
 from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
+from skface.localserver import free_port, wait_until_up
 from skface.serving import encode_image, log_model
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body) -> tuple[int, dict]:
@@ -50,7 +43,7 @@ def served(tmp_path_factory):
     mlflow.set_experiment("serve-test")
     with mlflow.start_run():
         info = log_model(pipeline)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = open(folder / "serve.log", "w")
@@ -61,18 +54,9 @@ def served(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.flush()
-                pytest.fail(f"mlflow models serve did not start: {(folder / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        if not wait_until_up(f"{url}/ping", server, timeout=180):
+            log.flush()
+            pytest.fail(f"mlflow models serve did not start: {(folder / 'serve.log').read_text()[-3000:]}")
         yield url, pipeline
     finally:
         server.terminate()

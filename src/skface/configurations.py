@@ -24,6 +24,15 @@ CONFIGURATIONS: dict[str, dict] = {
                       "label_smoothing": 0.1, "flip_tta": True, "precision": "mixed_bfloat16", "epochs": 60,
                       "batch_size": 64},
     },
+    # The "regularized" recipe at 96 px with narrower dense branches (96 units) to fit 10 MB.
+    "slim96": {
+        "image_size": 96,
+        "color": "rgb",
+        "estimator": {"architecture": "seed", "filters": (32, 64, 128, 256), "dense_units": 96, "dropout": 0.5,
+                      "learning_rate": 2e-3, "lr_schedule": "cosine", "augment": True, "age_head": "dex",
+                      "label_smoothing": 0.1, "flip_tta": True, "precision": "mixed_bfloat16", "epochs": 60,
+                      "batch_size": 64},
+    },
     "regularized": {
         "image_size": 64,
         "color": "rgb",
