@@ -244,6 +244,7 @@ class AgeGenderCNN(BaseEstimator):
                     restore_best_weights=True,
                 )
             )
+
         def targets(rows):
             out = {"age": age[rows], "gender": gender[rows]}
             if self.age_head == "dex":
