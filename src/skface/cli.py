@@ -162,6 +162,7 @@ def _predict(args) -> int:
     from tqdm.auto import tqdm
 
     from .exceptions import ImageDecodeError
+    from .imaging import decode_image
 
     if args.batch_size < 1:
         raise SystemExit(f"skface predict: --batch-size must be at least 1, got {args.batch_size}.")
@@ -178,7 +179,8 @@ def _predict(args) -> int:
             for path in files[start : start + args.batch_size]:
                 row = {"file": str(path), "age": None, "gender": None, "gender_probability": None, "error": ""}
                 try:
-                    images.append(preprocessor.transform([path])[0])
+                    images.append(decode_image(path, preprocessor.image_size, preprocessor.color,
+                                               max_pixels=preprocessor.max_pixels))
                 except ImageDecodeError as exc:
                     row["error"] = str(exc)
                     n_errors += 1
