@@ -57,9 +57,9 @@ def main(argv=None) -> int:
         X_test = data.images[test]
         estimator.predict(X_test[:256])
         start = time.perf_counter()
-        y_pred = estimator.predict(X_test)
+        y_pred, proba = estimator.predict_with_proba(X_test)
         rate = len(X_test) / (time.perf_counter() - start)
-        figures = evaluate(data.target[test], y_pred, estimator.predict_proba(X_test))
+        figures = evaluate(data.target[test], y_pred, proba)
         figures.update(train_seconds=seconds, seconds_per_epoch=seconds / estimator.n_epochs_,
                        images_per_second=rate, epochs=estimator.n_epochs_)
         results[name] = figures

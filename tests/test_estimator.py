@@ -178,3 +178,10 @@ def test_score_rejects_sample_weight(fitted, tiny_data):
     X, y = tiny_data
     with pytest.raises(ValueError, match="sample_weight"):
         fitted.score(X, y, sample_weight=np.ones(len(y)))
+
+
+def test_predict_with_proba_is_predict_and_predict_proba_in_one_pass(fitted, tiny_data):
+    X, _ = tiny_data
+    y_pred, proba = fitted.predict_with_proba(X)
+    np.testing.assert_array_equal(y_pred, fitted.predict(X))
+    np.testing.assert_array_equal(proba, fitted.predict_proba(X))

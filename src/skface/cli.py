@@ -96,7 +96,7 @@ def _train(args) -> int:
     start = time.perf_counter()
     estimator.fit(X_train, y_train)
     seconds = time.perf_counter() - start
-    figures = evaluate(y_test, estimator.predict(X_test), estimator.predict_proba(X_test))
+    figures = evaluate(y_test, *estimator.predict_with_proba(X_test))
     baseline = np.column_stack(
         [np.full(len(y_test), np.median(y_train[:, 0])), np.full(len(y_test), float(y_train[:, 1].mean() >= 0.5))]
     )
@@ -188,8 +188,8 @@ def _predict(args) -> int:
             good = [row for row in rows if not row["error"]]
             if good:
                 batch = np.stack(images)
-                y_pred = estimator.predict(batch)
-                p_female = estimator.predict_proba(batch)[:, 1]
+                y_pred, proba = estimator.predict_with_proba(batch)
+                p_female = proba[:, 1]
                 for row, (age, gender), p in zip(good, y_pred, p_female):
                     row["age"] = round(float(age), 1)
                     row["gender"] = "female" if gender == 1 else "male"

@@ -395,8 +395,7 @@ class AgeGenderCNN(BaseEstimator):
         y_pred : ndarray of shape (n, 2)
             Age in years (>= 0) and gender (0 = male, 1 = female).
         """
-        age, p_female = self._predict_raw(X)
-        return np.column_stack([age, (p_female >= 0.5).astype(np.float64)])
+        return self.predict_with_proba(X)[0]
 
     def predict_proba(self, X) -> np.ndarray:
         """Predict the gender probabilities of each image.
@@ -411,8 +410,26 @@ class AgeGenderCNN(BaseEstimator):
         proba : ndarray of shape (n, 2)
             ``[P(male), P(female)]``; each row sums to 1.
         """
-        _, p_female = self._predict_raw(X)
-        return np.column_stack([1.0 - p_female, p_female])
+        return self.predict_with_proba(X)[1]
+
+    def predict_with_proba(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """``predict(X)`` and ``predict_proba(X)`` from one pass through the network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Images of the shape seen in ``fit``.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n, 2)
+            As :meth:`predict`.
+        proba : ndarray of shape (n, 2)
+            As :meth:`predict_proba`.
+        """
+        age, p_female = self._predict_raw(X)
+        y_pred = np.column_stack([age, (p_female >= 0.5).astype(np.float64)])
+        return y_pred, np.column_stack([1.0 - p_female, p_female])
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean of the gender accuracy and the age R^2 (higher is better).

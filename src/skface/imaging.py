@@ -14,6 +14,8 @@ from numbers import Integral
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .exceptions import ImageDecodeError
+
 COLORS = ("grayscale", "rgb")
 
 #: Largest image, in pixels, that :func:`decode_image` accepts by default
@@ -78,8 +80,6 @@ def decode_image(
     ImageDecodeError
         If the source is not a readable image; the message says why.
     """
-    from .exceptions import ImageDecodeError
-
     image_size, color = check_image_params(image_size, color)
     if isinstance(source, np.ndarray):
         image = _array_to_pil(source)
@@ -106,8 +106,6 @@ def decode_image(
 
 
 def _open(source, image_size: int, max_pixels: int | None) -> Image.Image:
-    from .exceptions import ImageDecodeError
-
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageDecodeError("the image is empty (0 bytes).")
@@ -152,8 +150,6 @@ def _open(source, image_size: int, max_pixels: int | None) -> Image.Image:
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
-    from .exceptions import ImageDecodeError
-
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):

@@ -70,8 +70,8 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
                 rows[index]["error"] = str(exc)
         if good:
             batch = np.stack(decoded)
-            y_pred = self._estimator.predict(batch)
-            p_female = self._estimator.predict_proba(batch)[:, 1]
+            y_pred, proba = self._estimator.predict_with_proba(batch)
+            p_female = proba[:, 1]
             for index, (age, gender), p in zip(good, y_pred, p_female):
                 is_female = gender == 1
                 rows[index].update(

@@ -187,8 +187,7 @@ def log_evaluation(pipeline, images: np.ndarray, y_true: np.ndarray, *, history:
     from . import plots
 
     estimator = pipeline.steps[-1][1]
-    y_pred = estimator.predict(images)
-    proba = estimator.predict_proba(images)
+    y_pred, proba = estimator.predict_with_proba(images)
     figures = {f"{prefix}{name}": value for name, value in evaluate(y_true, y_pred, proba).items()}
     mlflow.log_metrics(figures)
     with tempfile.TemporaryDirectory() as folder:
