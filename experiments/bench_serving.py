@@ -17,7 +17,6 @@ import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from skface.localserver import free_port, wait_until_up
+from skface.localserver import scoring_server
 from skface.options import whole_number
 from skface.quiet import import_tensorflow_quietly
 
@@ -61,7 +60,7 @@ def _quick_model(folder: Path) -> str:
         return log_model(pipeline).model_uri
 
 
-def _request_body(image_size: int) -> tuple[bytes, bytes]:
+def request_body(image_size: int) -> tuple[bytes, bytes]:
     from PIL import Image
 
     from skface import make_synthetic_faces
@@ -84,12 +83,12 @@ def _tree_rss(pid: int) -> int:
         return 0
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def _load(url: str, body: bytes, clients: int, seconds: float, max_requests: int):
+def load(url: str, body: bytes, clients: int, seconds: float, max_requests: int):
     latencies, errors, lock = [], [0], threading.Lock()
     sent = [0]
     stop_at = time.perf_counter() + seconds
@@ -129,7 +128,7 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = args.model_uri or _quick_model(Path(tmp))
-        body, jpeg = _request_body(args.image_size)
+        body, jpeg = request_body(args.image_size)
 
         # Baseline, in process: the same model, loaded the same way the server loads it.
         pipeline = load_estimator(model_uri)
@@ -149,39 +148,26 @@ def main(argv=None) -> int:
             pipeline.predict([jpeg])
             single.append(time.perf_counter() - start)
 
-        port = free_port()
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        log = open(Path(tmp) / "server.log", "w")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
         peak = [0]
         watching = threading.Event()
-
-        def watch():
-            while not watching.is_set():
-                peak[0] = max(peak[0], _tree_rss(server.pid))
-                time.sleep(0.2)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            if not wait_until_up(f"{url}/ping", server, timeout=args.startup_timeout):
-                log.flush()
-                print((Path(tmp) / "server.log").read_text()[-3000:], file=sys.stderr)
-                raise SystemExit("bench_serving: the scoring server did not start; its log is above.")
-            # One request alone first: the end-to-end latency of a single image on an idle server.
-            alone, _, _ = _load(f"{url}/invocations", body, 1, 5.0, 50)
-            latencies, errors, wall = _load(f"{url}/invocations", body, args.clients, args.seconds,
-                                            args.max_requests)
+            with scoring_server(model_uri, Path(tmp) / "server.log", workers=args.workers,
+                                timeout=args.startup_timeout) as (url, server):
+
+                def watch():
+                    while not watching.is_set():
+                        peak[0] = max(peak[0], _tree_rss(server.pid))
+                        time.sleep(0.2)
+
+                threading.Thread(target=watch, daemon=True).start()
+                # One request alone first: the end-to-end latency of a single image on an idle server.
+                alone, _, _ = load(f"{url}/invocations", body, 1, 5.0, 50)
+                latencies, errors, wall = load(f"{url}/invocations", body, args.clients, args.seconds,
+                                               args.max_requests)
+        except RuntimeError as exc:
+            raise SystemExit(f"bench_serving: {exc}") from None
         finally:
             watching.set()
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
 
     ms = 1000.0
     print(f"\nModel {model_uri}; {args.image_size}px JPEG per request; {os.cpu_count()} CPUs")
@@ -189,11 +175,11 @@ def main(argv=None) -> int:
     print(f"{'in-process predict, batch of 512 (images/s)':<44}{batch_rate:>12.0f}")
     print(f"{'in-process pipeline, 1 image p50 (ms)':<44}{statistics.median(single) * ms:>12.2f}")
     print(f"{'served, 1 client, 1 image p50 (ms)':<44}{statistics.median(alone) * ms:>12.2f}")
-    print(f"{'served, 1 client, 1 image p95 (ms)':<44}{_percentile(alone, 95) * ms:>12.2f}")
+    print(f"{'served, 1 client, 1 image p95 (ms)':<44}{percentile(alone, 95) * ms:>12.2f}")
     print(f"{f'served, {args.clients} clients: requests':<44}{len(latencies):>12d}")
     print(f"{f'served, {args.clients} clients: throughput (img/s)':<44}{len(latencies) / wall:>12.1f}")
     for q in (50, 95, 99):
-        print(f"{f'served, {args.clients} clients: p{q} (ms)':<44}{_percentile(latencies, q) * ms:>12.2f}")
+        print(f"{f'served, {args.clients} clients: p{q} (ms)':<44}{percentile(latencies, q) * ms:>12.2f}")
     print(f"{'served: errors':<44}{errors:>12d}")
     print(f"{'server peak memory (MiB, process tree)':<44}{peak[0] / 2**20:>12.0f}")
     return 1 if errors else 0

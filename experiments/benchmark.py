@@ -3,16 +3,27 @@
 Each configuration (see skface.configurations: "seed" is the seed-faithful
 baseline) is trained on the same documented split: 80/20, stratified by age
 band and gender, with a fixed seed. Printed per configuration: age MAE, CS@5,
-gender accuracy, per-age-band figures, training seconds per epoch and
-inference images per second.
+gender accuracy, per-age-band figures, and the speed figures of issue 6:
+training minutes and seconds per epoch, in-process batch inference
+(images/s), one 200 px JPEG through the fitted pipeline's ``predict``
+(median ms) and, with --serve, one image over HTTP through
+``mlflow models serve`` on loopback (median ms, end to end). Ratios against
+the first configuration, measured in the same run, close the table.
 """
 
 import argparse
+import os
+import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from skface.options import whole_number
+from skface.options import boolean, whole_number
 from skface.quiet import import_tensorflow_quietly
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_serving  # noqa: E402  (the sibling script's request and timing helpers)
 
 
 def parse_args(argv=None):
@@ -25,6 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--test-split", type=float, default=0.2, help="held-out share")
     parser.add_argument("--seed", type=whole_number, default=0, help="seed of the split and of training")
     parser.add_argument("--n-synthetic", type=whole_number, default=2000, help="faces, with --data synthetic")
+    parser.add_argument("--serve", type=boolean, nargs="?", const=True, default=False,
+                        help="also serve each fitted pipeline with `mlflow models serve` and time one-image requests")
+    parser.add_argument("--repeats", type=whole_number, default=50, help="timed one-image predictions and requests")
     return parser.parse_args(argv)
 
 
@@ -33,11 +47,14 @@ def main(argv=None) -> int:
     import_tensorflow_quietly()
     import numpy as np
 
-    from skface import AgeGenderCNN
+    from sklearn.pipeline import Pipeline
+
+    from skface import AgeGenderCNN, ImagePreprocessor
     from skface.configurations import get_configuration
     from skface.datasource import resolve_data
     from skface.evaluation import AGE_BANDS, evaluate, stratified_split
 
+    body, jpeg = bench_serving.request_body(200)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     configs = {name: get_configuration(name) for name in names}
     results = {}
@@ -56,12 +73,19 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         X_test = data.images[test]
         estimator.predict(X_test[:256])
-        start = time.perf_counter()
-        y_pred, proba = estimator.predict_with_proba(X_test)
-        rate = len(X_test) / (time.perf_counter() - start)
+        rates = []
+        for _ in range(3):
+            start = time.perf_counter()
+            y_pred, proba = estimator.predict_with_proba(X_test)
+            rates.append(len(X_test) / (time.perf_counter() - start))
         figures = evaluate(data.target[test], y_pred, proba)
         figures.update(train_seconds=seconds, seconds_per_epoch=seconds / estimator.n_epochs_,
-                       images_per_second=rate, epochs=estimator.n_epochs_)
+                       images_per_second=statistics.median(rates), epochs=estimator.n_epochs_)
+        pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=config["image_size"], color=config["color"])),
+                             ("model", estimator)])
+        figures["one_image_ms"] = _one_image_ms(pipeline, jpeg, args.repeats)
+        if args.serve:
+            figures["served_ms"] = _served_ms(pipeline, body, args.repeats)
         results[name] = figures
 
     width = 14
@@ -69,7 +93,8 @@ def main(argv=None) -> int:
     rows = [("age MAE (years)", "age_mae", ".2f"), ("CS@5", "cs5", ".3f"), ("gender accuracy", "gender_accuracy", ".3f"),
             ("gender ROC AUC", "gender_roc_auc", ".3f"), ("epochs", "epochs", ".0f"),
             ("train minutes", "train_seconds", ".1f"), ("seconds per epoch", "seconds_per_epoch", ".1f"),
-            ("inference images/s", "images_per_second", ".0f")]
+            ("inference images/s", "images_per_second", ".0f"), ("1 image, pipeline (ms)", "one_image_ms", ".2f"),
+            ("1 image, served p50 (ms)", "served_ms", ".2f")]
     for label, key, fmt in rows:
         cells = []
         for figures in results.values():
@@ -81,7 +106,52 @@ def main(argv=None) -> int:
         for label, key in (("age MAE", f"age_mae_{band}"), ("gender acc", f"gender_accuracy_{band}")):
             cells = "".join(f"{figures.get(key, float('nan')):>{width}.3f}" for figures in results.values())
             print(f"{band + ' ' + label:<26}{cells}")
+    first = next(iter(results))
+    for label, key, invert in (("train time", "train_seconds", False), ("inference images/s", "images_per_second", True),
+                               ("1 image, pipeline", "one_image_ms", False), ("1 image, served", "served_ms", False)):
+        base = results[first].get(key, float("nan"))
+        cells = "".join(f"{figures.get(key, float('nan')) / base:>{width - 1}.2f}x" for figures in results.values())
+        print(f"{label + ' vs ' + first:<26}{cells}")
     return 0
+
+
+def _one_image_ms(pipeline, jpeg: bytes, repeats: int) -> float:
+    """Median milliseconds of ``pipeline.predict([jpeg])`` after two warm-up calls."""
+    pipeline.predict([jpeg]), pipeline.predict([jpeg])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline.predict([jpeg])
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _served_ms(pipeline, body: bytes, repeats: int) -> float:
+    """Median milliseconds of one-image requests to ``mlflow models serve`` of ``pipeline``, one at a time."""
+    import mlflow
+
+    from skface.localserver import scoring_server
+    from skface.serving import log_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        mlflow.set_tracking_uri(f"sqlite:///{Path(folder) / 'mlflow.db'}")
+        mlflow.set_experiment("benchmark-serving")
+        with mlflow.start_run():
+            model_uri = log_model(pipeline).model_uri
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()  # the server resolves models:/ through it
+        try:
+            with scoring_server(model_uri, Path(folder) / "server.log") as (url, _):
+                bench_serving.load(f"{url}/invocations", body, 1, 5.0, 5)  # warm-up
+                latencies, errors, _ = bench_serving.load(f"{url}/invocations", body, 1, 120.0, repeats)
+        finally:
+            if previous is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
+    if errors:
+        raise RuntimeError(f"{errors} of {len(latencies)} requests to the scoring server failed.")
+    return 1000 * statistics.median(latencies)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,14 @@ def test_unknown_configuration():
 @pytest.mark.slow
 def test_benchmark_prints_configurations_side_by_side(capsys):
     assert _script().main(["--data", "synthetic", "--n-synthetic", "60", "--epochs", "1",
-                           "--configs", "seed,regularized"]) == 0
+                           "--configs", "seed,regularized", "--serve", "--repeats", "3"]) == 0
     out = capsys.readouterr().out
     header = [line for line in out.splitlines() if line.strip().startswith("seed")][-1]
     assert header.split() == ["seed", "regularized"]
     assert "age MAE (years)" in out and "seconds per epoch" in out and "60plus age MAE" in out
+    rows = {line[:26].strip(): line[26:].split() for line in out.splitlines() if len(line) > 26}
+    for row in ("1 image, pipeline (ms)", "1 image, served p50 (ms)", "inference images/s"):
+        assert all(float(v) > 0 for v in rows[row]), (row, rows[row])
+    # Ratios against the first configuration: the first column is 1 by construction.
+    assert rows["train time vs seed"][0] == "1.00x"
+    assert rows["1 image, served vs seed"][0] == "1.00x" and rows["1 image, served vs seed"][1].endswith("x")

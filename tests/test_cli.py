@@ -114,11 +114,19 @@ def test_train_with_a_named_configuration(tmp_path, capsys, monkeypatch):
     from skface.configurations import CONFIGURATIONS
 
     monkeypatch.setitem(CONFIGURATIONS, "tiny", {"image_size": 16, "color": "rgb", "estimator": {
-        "filters": (4,), "dense_units": 8, "epochs": 1, "age_head": "dex", "flip_tta": True}})
+        "filters": (4,), "dense_units": 8, "bottleneck": 2, "epochs": 1, "age_head": "dex", "flip_tta": True,
+        "validation_split": 0.0}})
     assert main(["train", "--config", "tiny", "--n-samples", "60", "--save", str(tmp_path / "m")]) == 0
     assert "Configuration 'tiny'" in capsys.readouterr().out
     model = load_pretrained(tmp_path / "m")
-    assert model.steps[1][1].age_head == "dex" and model.steps[0][1].color == "rgb"
+    estimator = model.steps[1][1]
+    assert estimator.age_head == "dex" and model.steps[0][1].color == "rgb"
+    assert estimator.validation_split == 0.0 and "val_loss" not in estimator.history_  # the configuration's
+    assert estimator.model_.get_layer("bottleneck").filters == 2
+    # --validation-split still overrides the configuration's.
+    assert main(["train", "--config", "tiny", "--n-samples", "60", "--validation-split", "0.2",
+                 "--save", str(tmp_path / "v")]) == 0
+    assert load_pretrained(tmp_path / "v").steps[1][1].validation_split == 0.2
     metadata = json.loads((tmp_path / "m" / "skface.json").read_text())["metadata"]
     assert metadata["configuration"] == "tiny" and "age_mae_20-39" in metadata["test_metrics"]
 

@@ -23,7 +23,7 @@ def test_modern_configuration_fits_and_predicts(modern, tiny_data):
     y_pred = modern.predict(X)
     assert y_pred.shape == (len(X), 2) and np.all(y_pred[:, 0] >= 0) and np.all(y_pred[:, 0] <= 120)
     names = {layer.name for layer in modern.model_.layers}
-    assert {"bn_1_1", "conv_2_2", "pool", "age_distribution", "flip"} <= names
+    assert {"bn_1_1", "conv_2_2", "pool", "age_distribution", "flip", "affine", "contrast"} <= names
     assert modern.model_.get_layer("conv_1_1").compute_dtype == "bfloat16"
     assert modern.model_.get_layer("age").compute_dtype == "float32"
 
@@ -45,8 +45,8 @@ def test_modern_model_survives_pickling(modern, tiny_data):
 
 def test_flip_tta_averages_the_mirrored_prediction(fitted, tiny_data):
     X, _ = tiny_data
-    plain_age, plain_p = fitted._forward(X.astype("float32"))
-    mirror_age, mirror_p = fitted._forward(X[:, :, ::-1, :].astype("float32"))
+    plain_age, plain_p = fitted.predict(X)[:, 0], fitted.predict_proba(X)[:, 1]
+    mirror_age, mirror_p = fitted.predict(X[:, :, ::-1, :])[:, 0], fitted.predict_proba(X[:, :, ::-1, :])[:, 1]
     fitted.set_params(flip_tta=True)
     try:
         proba = fitted.predict_proba(X)
@@ -57,9 +57,44 @@ def test_flip_tta_averages_the_mirrored_prediction(fitted, tiny_data):
     np.testing.assert_allclose(age, (plain_age + mirror_age) / 2, rtol=1e-5)
 
 
-def test_small_and_large_batches_agree(fitted):
+@pytest.mark.parametrize("flip_tta", [False, True])
+def test_small_and_large_batches_agree(fitted, flip_tta):
+    # A few images go through a compiled function (mirrors in the same batch), many through model.predict.
     X = np.random.RandomState(1).randint(0, 256, (100, 16, 16, 1)).astype(np.uint8)
-    np.testing.assert_allclose(fitted.predict_proba(X)[:5], fitted.predict_proba(X[:5]), rtol=1e-5, atol=1e-6)
+    fitted.set_params(flip_tta=flip_tta)
+    try:
+        large, small = fitted.predict_with_proba(X), fitted.predict_with_proba(X[:5])
+    finally:
+        fitted.set_params(flip_tta=False)
+    np.testing.assert_allclose(large[1][:5], small[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(large[0][:5, 0], small[0][:, 0], rtol=1e-5, atol=1e-4)
+
+
+def test_refit_predicts_with_the_new_network(tiny_data):
+    X, y = tiny_data
+    estimator = AgeGenderCNN(**TINY).fit(X, y)
+    before = estimator.predict_proba(X[:3])
+    estimator.set_params(random_state=1, epochs=3).fit(X, y)
+    after = estimator.predict_proba(X[:3])
+    fresh = AgeGenderCNN(**{**TINY, "random_state": 1, "epochs": 3}).fit(X, y).predict_proba(X[:3])
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, fresh, rtol=1e-5)
+
+
+def test_random_affine_is_identity_at_inference_and_at_zero_strength():
+    import keras
+
+    from skface.augment import RandomAffine
+
+    images = np.random.RandomState(0).uniform(0, 255, (4, 12, 10, 3)).astype("float32")
+    layer = RandomAffine(seed=0)
+    np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    np.testing.assert_allclose(np.asarray(RandomAffine(0, 0, 0)(images, training=True)), images, atol=1e-3)
+    moved = np.asarray(layer(images, training=True))
+    assert moved.shape == images.shape and not np.allclose(moved, images)
+    assert moved.min() >= images.min() - 1e-3 and moved.max() <= images.max() + 1e-3  # bilinear, edges repeated
+    clone = keras.layers.deserialize(keras.layers.serialize(RandomAffine(0.1, 0.2, 0.05, seed=3)))
+    assert (clone.rotation, clone.zoom, clone.shift, clone.seed) == (0.1, 0.2, 0.05, 3)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +106,8 @@ def test_small_and_large_batches_agree(fitted):
         ({"lr_schedule": "step"}, "lr_schedule must be one of"),
         ({"weight_decay": -1.0}, r"weight_decay must be a float in \[0, 1\)"),
         ({"label_smoothing": 0.5}, r"label_smoothing must be a float in \[0, 0.5\)"),
+        ({"bottleneck": -1}, r"bottleneck must be an int >= 0 \(0 for none\), got -1"),
+        ({"bottleneck": 2.5}, "bottleneck must be an int >= 0"),
     ],
 )
 def test_bad_option_values(tiny_data, params, match):
@@ -90,3 +127,14 @@ def test_age_distribution_targets():
 
 def test_dex_history_has_the_distribution_loss(modern):
     assert "age_distribution_loss" in modern.history_ and "val_age_mae" in modern.history_
+
+
+def test_bottleneck_keeps_the_layout_and_shrinks_the_dense_layers(tiny_data):
+    X, y = tiny_data
+    plain = AgeGenderCNN(**TINY).fit(X, y)
+    narrow = AgeGenderCNN(**{**TINY, "bottleneck": 2}).fit(X, y)
+    assert narrow.model_.get_layer("bottleneck").filters == 2
+    flat = narrow.model_.get_layer("flatten").output.shape[-1]
+    assert flat == 2 * plain.model_.get_layer("flatten").output.shape[-1] // TINY["filters"][-1]
+    assert narrow.model_.count_params() < plain.model_.count_params()
+    assert narrow.predict(X).shape == (len(X), 2)

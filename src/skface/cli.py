@@ -32,7 +32,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=10, help="training epochs")
     p.add_argument("--batch-size", type=int, default=32, help="images per gradient step")
     p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
-    p.add_argument("--validation-split", type=float, default=0.1, help="share of the training data for validation")
+    p.add_argument("--validation-split", type=float, default=None,
+                   help="share of the training data for validation (default: the configuration's, else 0.1)")
     p.add_argument("--test-split", type=float, default=0.2, help="share of the data held out for the final figures")
     p.add_argument("--seed", type=int, default=0, help="random seed for data, split and training")
     from .configurations import CONFIGURATIONS
@@ -92,7 +93,9 @@ def _train(args) -> int:
         print(f"Data: {len(data.images)} faces from {data.source} ({len(data.skipped)} files skipped).")
     X_train, X_test, y_train, y_test = stratified_split(data.images, data.target, test_size=args.test_split,
                                                         random_state=args.seed)
-    estimator = AgeGenderCNN(**params, validation_split=args.validation_split, random_state=args.seed)
+    if args.validation_split is not None:
+        params["validation_split"] = args.validation_split
+    estimator = AgeGenderCNN(**{"validation_split": 0.1, **params}, random_state=args.seed)
     start = time.perf_counter()
     estimator.fit(X_train, y_train)
     seconds = time.perf_counter() - start

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from .augment import augmentation
+
 ARCHITECTURES = ("seed", "vgg_bn")
 AGE_HEADS = ("regression", "dex")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -31,6 +33,7 @@ def build_model(
     age_loss_weight: float = 1.0,
     gender_loss_weight: float = 1.0,
     initial_age: float = 0.0,
+    bottleneck: int = 0,
 ) -> keras.Model:
     """Build and compile the age-and-gender CNN.
 
@@ -59,7 +62,8 @@ def build_model(
     dropout : float
         Dropout rate after each dense layer.
     augment : bool
-        Random flips, shifts, rotations, zoom and contrast while training.
+        Random flips, shifts, rotations, zoom and contrast while training
+        (see :mod:`skface.augment`).
     age_head : {"regression", "dex"}
         ``"regression"``: one ReLU unit. ``"dex"``: a softmax over the ages
         0 to ``max_age`` whose expected value is the prediction.
@@ -82,6 +86,10 @@ def build_model(
     initial_age : float
         Initial bias of the regression age output (the training median), so
         training starts from a sensible age rather than from 0.
+    bottleneck : int
+        With ``architecture="seed"``, a 1x1 convolution to this many channels
+        before the flatten, which keeps the spatial layout but shrinks the
+        dense layers (and the saved model) several times; 0 for none.
 
     Returns
     -------
@@ -92,17 +100,16 @@ def build_model(
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
     if augment:
-        x = keras.layers.RandomFlip("horizontal", name="flip")(x)
-        x = keras.layers.RandomTranslation(0.06, 0.06, fill_mode="nearest", name="shift")(x)
-        x = keras.layers.RandomRotation(0.03, fill_mode="nearest", name="rotate")(x)
-        x = keras.layers.RandomZoom(0.1, fill_mode="nearest", name="zoom")(x)
-        x = keras.layers.RandomContrast(0.2, value_range=(0, 255), name="contrast")(x)
+        x = augmentation(x)
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale", dtype=policy)(x)
 
     if architecture == "seed":
         for i, n in enumerate(filters, start=1):
-            x = keras.layers.Conv2D(n, kernel_size, padding="same", activation="relu", name=f"conv_{i}", dtype=policy)(x)
+            x = keras.layers.Conv2D(n, kernel_size, padding="same", activation="relu", name=f"conv_{i}",
+                                    dtype=policy)(x)
             x = keras.layers.MaxPooling2D(2, padding="same", name=f"pool_{i}", dtype=policy)(x)
+        if bottleneck:
+            x = keras.layers.Conv2D(bottleneck, 1, activation="relu", name="bottleneck", dtype=policy)(x)
         x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
     else:
         for i, n in enumerate(filters, start=1):
@@ -170,3 +177,8 @@ def save_network(model: keras.Model, path) -> None:
     compiles a fresh one, so the optimizer state is never needed again.
     """
     keras.Model(model.input, model.output, name=model.name).save(path)
+
+
+def load_network(path) -> keras.Model:
+    """Load a network saved by :func:`save_network` (this module registers skface's custom layers)."""
+    return keras.models.load_model(path)

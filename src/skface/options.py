@@ -41,6 +41,8 @@ ESTIMATOR_OPTIONS = {
                 "filters of each convolution block, comma-separated"),
     "kernel_size": (whole_number, 3, "side of the convolution kernels"),
     "dense_units": (whole_number, 256, "units of each head's dense layer"),
+    "bottleneck": (whole_number, 0, "with the seed network, a 1x1 convolution to this many channels before "
+                   "the flatten (smaller dense layers); 0 for none"),
     "dropout": (float, 0.3, "dropout after each dense layer"),
     "learning_rate": (float, 1e-3, "Adam's learning rate (the peak of a cosine schedule)"),
     "lr_schedule": (_choice("constant", "cosine"), "constant", "learning-rate schedule: constant or cosine decay"),

@@ -116,7 +116,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     >>> model.predict(["face.jpg"])  # doctest: +SKIP
     array([[31.2,  1. ]])
     """
-    import keras
+    from .model import load_network
 
     folder = default_pretrained_dir() if path is None else Path(path)
     model_file, params_file = folder / MODEL_FILE, folder / PARAMS_FILE
@@ -148,7 +148,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     estimator.n_features_in_ = fitted["n_features_in_"]
     estimator.n_epochs_ = fitted["n_epochs_"]
     estimator.history_ = fitted["history_"]
-    estimator.model_ = keras.models.load_model(model_file)
+    estimator.model_ = load_network(model_file)
     preprocessor = ImagePreprocessor(**state["preprocessor"])
     names = state.get("steps", ["preprocess", "model"])
     return Pipeline([(names[0], preprocessor), (names[1], estimator)])
