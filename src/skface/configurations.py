@@ -24,14 +24,15 @@ CONFIGURATIONS: dict[str, dict] = {
                       "learning_rate": 1e-3, "epochs": 30, "batch_size": 32},
     },
     "regularized": {"image_size": 64, "color": "rgb", "estimator": _REGULARIZED},
-    # The shipped pretrained model: the recipe at 96 px with a fifth block, so the flatten stays
-    # small and the saved network fits the package's 10 MB budget.
+    # The recipe at 96 px with a fifth block, so the flatten stays small and the saved network fits
+    # 10 MB (shipped before bottleneck96; 6.03 years and 81.5% on the dev split).
     "compact96": {"image_size": 96, "color": "rgb",
                   "estimator": {**_REGULARIZED, "filters": (32, 64, 128, 256, 256)}},
     # The recipe at 96 px with narrower dense branches, the other way to fit 10 MB.
     "slim96": {"image_size": 96, "color": "rgb", "estimator": {**_REGULARIZED, "dense_units": 96}},
-    # The recipe at 96 px with a 1x1 bottleneck to 96 channels before the flatten: the 6x6 spatial
-    # layout stays (a fifth block, as in compact96, lost accuracy) and the network fits 10 MB.
+    # The shipped pretrained model: the recipe at 96 px with a 1x1 bottleneck to 96 channels before the
+    # flatten, so the 6x6 spatial layout stays (a fifth block, as in compact96, lost accuracy) and the
+    # saved network fits the package's 10 MB budget.
     "bottleneck96": {"image_size": 96, "color": "rgb",
                      "estimator": {**_REGULARIZED, "bottleneck": 96, "epochs": 64}},
 }
