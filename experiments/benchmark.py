@@ -12,7 +12,6 @@ the first configuration, measured in the same run, close the table.
 """
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -107,8 +106,8 @@ def main(argv=None) -> int:
             cells = "".join(f"{figures.get(key, float('nan')):>{width}.3f}" for figures in results.values())
             print(f"{band + ' ' + label:<26}{cells}")
     first = next(iter(results))
-    for label, key, invert in (("train time", "train_seconds", False), ("inference images/s", "images_per_second", True),
-                               ("1 image, pipeline", "one_image_ms", False), ("1 image, served", "served_ms", False)):
+    for label, key in (("train time", "train_seconds"), ("inference images/s", "images_per_second"),
+                       ("1 image, pipeline", "one_image_ms"), ("1 image, served", "served_ms")):
         base = results[first].get(key, float("nan"))
         cells = "".join(f"{figures.get(key, float('nan')) / base:>{width - 1}.2f}x" for figures in results.values())
         print(f"{label + ' vs ' + first:<26}{cells}")
@@ -117,7 +116,8 @@ def main(argv=None) -> int:
 
 def _one_image_ms(pipeline, jpeg: bytes, repeats: int) -> float:
     """Median milliseconds of ``pipeline.predict([jpeg])`` after two warm-up calls."""
-    pipeline.predict([jpeg]), pipeline.predict([jpeg])
+    for _ in range(2):
+        pipeline.predict([jpeg])
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -133,22 +133,19 @@ def _served_ms(pipeline, body: bytes, repeats: int) -> float:
     from skface.localserver import scoring_server
     from skface.serving import log_model
 
+    previous = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory() as folder:
-        mlflow.set_tracking_uri(f"sqlite:///{Path(folder) / 'mlflow.db'}")
-        mlflow.set_experiment("benchmark-serving")
-        with mlflow.start_run():
-            model_uri = log_model(pipeline).model_uri
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()  # the server resolves models:/ through it
+        tracking_uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+        mlflow.set_tracking_uri(tracking_uri)
         try:
-            with scoring_server(model_uri, Path(folder) / "server.log") as (url, _):
-                bench_serving.load(f"{url}/invocations", body, 1, 5.0, 5)  # warm-up
-                latencies, errors, _ = bench_serving.load(f"{url}/invocations", body, 1, 120.0, repeats)
+            mlflow.set_experiment("benchmark-serving")
+            with mlflow.start_run():
+                model_uri = log_model(pipeline).model_uri
         finally:
-            if previous is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = previous
+            mlflow.set_tracking_uri(previous)
+        with scoring_server(model_uri, Path(folder) / "server.log", tracking_uri=tracking_uri) as (url, _):
+            bench_serving.load(f"{url}/invocations", body, 1, 5.0, 5)  # warm-up
+            latencies, errors, _ = bench_serving.load(f"{url}/invocations", body, 1, 120.0, repeats)
     if errors:
         raise RuntimeError(f"{errors} of {len(latencies)} requests to the scoring server failed.")
     return 1000 * statistics.median(latencies)

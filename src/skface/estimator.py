@@ -378,15 +378,14 @@ class AgeGenderCNN(BaseEstimator):
         if n <= _DIRECT_CALL_MAX:
             # One compiled call; with flip TTA the mirrored images ride in the same batch.
             batch = np.concatenate([X, X[:, :, ::-1, :]]) if self.flip_tta else X
-            age, p_female = self._compiled_forward()(batch)
-            age, p_female = np.asarray(age, dtype=np.float64).reshape(-1), np.asarray(p_female, dtype=np.float64).reshape(-1)
+            age, p_female = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self._compiled_forward()(batch))
+        else:
+            age, p_female = self._batched_forward(X)
             if self.flip_tta:
-                age, p_female = (age[:n] + age[n:]) / 2, (p_female[:n] + p_female[n:]) / 2
-            return age, p_female
-        age, p_female = self._batched_forward(X)
+                mirrored_age, mirrored_p = self._batched_forward(np.ascontiguousarray(X[:, :, ::-1, :]))
+                age, p_female = np.concatenate([age, mirrored_age]), np.concatenate([p_female, mirrored_p])
         if self.flip_tta:
-            flipped_age, flipped_p = self._batched_forward(np.ascontiguousarray(X[:, :, ::-1, :]))
-            age, p_female = (age + flipped_age) / 2, (p_female + flipped_p) / 2
+            age, p_female = (age[:n] + age[n:]) / 2, (p_female[:n] + p_female[n:]) / 2
         return age, p_female
 
     def _compiled_forward(self):
@@ -492,7 +491,8 @@ class AgeGenderCNN(BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         model = state.pop("model_", None)
-        state.pop("_compiled", None), state.pop("_compiled_for", None)
+        for cached in ("_compiled", "_compiled_for"):  # the compiled function is rebuilt on first use
+            state.pop(cached, None)
         if model is not None:
             from .model import save_network
 

@@ -34,16 +34,19 @@ def wait_until_up(url: str, process: subprocess.Popen, *, timeout: float = 120.0
 
 
 @contextlib.contextmanager
-def scoring_server(model_uri: str, log_path, *, workers: int = 1, timeout: float = 180.0):
+def scoring_server(model_uri: str, log_path, *, workers: int = 1, timeout: float = 180.0, tracking_uri=None):
     """Run ``mlflow models serve`` for ``model_uri`` on a free loopback port.
 
     The server runs with this interpreter's environment (``--env-manager
-    local``, its ``bin`` folder first on ``PATH``) and logs to ``log_path``.
+    local``, its ``bin`` folder first on ``PATH``) and logs to ``log_path``;
+    ``tracking_uri``, if given, is where it resolves ``models:/`` URIs.
     Yields ``(url, process)`` once ``/ping`` answers; stops the server on exit.
     A server that does not come up raises ``RuntimeError`` with the end of its log.
     """
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = str(tracking_uri)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
