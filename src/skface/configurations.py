@@ -35,6 +35,10 @@ CONFIGURATIONS: dict[str, dict] = {
     # saved network fits the package's 10 MB budget.
     "bottleneck96": {"image_size": 96, "color": "rgb",
                      "estimator": {**_REGULARIZED, "bottleneck": 96, "epochs": 64}},
+    # The recipe at 64 px with a bottleneck to 128 channels and the time saved spent on epochs: 5.16 years
+    # and 85.9% on the dev split in 15.9 min, 1.5M parameters (the next candidate to ship; issue 5).
+    "bottleneck64": {"image_size": 64, "color": "rgb",
+                     "estimator": {**_REGULARIZED, "bottleneck": 128, "epochs": 110}},
 }
 
 
