@@ -108,6 +108,7 @@ def test_random_affine_is_identity_at_inference_and_at_zero_strength():
         ({"label_smoothing": 0.5}, r"label_smoothing must be a float in \[0, 0.5\)"),
         ({"bottleneck": -1}, r"bottleneck must be an int >= 0 \(0 for none\), got -1"),
         ({"bottleneck": 2.5}, "bottleneck must be an int >= 0"),
+        ({"bottleneck": 4, "architecture": "vgg_bn"}, "bottleneck applies to architecture='seed' only"),
     ],
 )
 def test_bad_option_values(tiny_data, params, match):

@@ -39,8 +39,8 @@ def _train_parser(sub) -> None:
     from .configurations import CONFIGURATIONS
 
     p.add_argument("--config", default=None, choices=sorted(CONFIGURATIONS),
-                   help="a named configuration (skface.configurations: seed, regularized) that sets the image "
-                        "size, colour and every hyperparameter, overriding the options above")
+                   help="a named configuration (see skface.configurations) that sets the image "
+                        "size, colour and every hyperparameter, overriding the options above (except an explicit --validation-split)")
     p.add_argument("--save", type=Path, default=None, help="folder to save the fitted pipeline to (see load_pretrained)")
     p.set_defaults(func=_train)
 

@@ -16,7 +16,7 @@ from .exceptions import NotFittedEstimatorError
 from .metrics import combined_score
 
 _TARGET_COLUMNS = ("age", "gender")
-# Batches up to this size go straight through the network instead of model.predict.
+# Batches up to this size go through one compiled call of the network instead of model.predict.
 _DIRECT_CALL_MAX = 64
 
 
@@ -304,6 +304,9 @@ class AgeGenderCNN(BaseEstimator):
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if not isinstance(self.bottleneck, Integral) or isinstance(self.bottleneck, bool) or self.bottleneck < 0:
             raise ValueError(f"bottleneck must be an int >= 0 (0 for none), got {self.bottleneck!r}.")
+        if self.bottleneck and self.architecture != "seed":
+            raise ValueError(f"bottleneck applies to architecture='seed' only (the {self.architecture!r} network "
+                             "ends in global average pooling); set bottleneck=0 or architecture='seed'.")
         checks = {
             "dropout": (self.dropout, 0.0, 1.0, "[0, 1)"),
             "validation_split": (self.validation_split, 0.0, 1.0, "[0, 1)"),
