@@ -29,7 +29,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", default="../shared/data/utkface-crop_part1",
                         help="UTKFace folder or archive ('synthetic' for a dry run)")
-    parser.add_argument("--configs", default="seed,regularized", help="comma-separated configuration names")
+    parser.add_argument("--configs", default="seed,narrow80",
+                        help="comma-separated configuration names (the first is the baseline of the ratios)")
     parser.add_argument("--epochs", type=whole_number, default=0,
                         help="override every configuration's epochs (for a quick look); 0 keeps them")
     parser.add_argument("--test-split", type=float, default=0.2, help="held-out share")

@@ -44,3 +44,16 @@ def test_benchmark_prints_configurations_side_by_side(capsys):
     # Ratios against the first configuration: the first column is 1 by construction.
     assert rows["train time vs seed"][0] == "1.00x"
     assert rows["1 image, served vs seed"][0] == "1.00x" and rows["1 image, served vs seed"][1].endswith("x")
+
+
+@pytest.mark.slow
+def test_training_benchmark_prints_both_pipelines_and_the_ratio(capsys):
+    spec = importlib.util.spec_from_file_location("bench_training", REPO / "experiments" / "bench_training.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--data", "synthetic", "--config", "narrow80", "--n-images", "64", "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("  ")[0]: line for line in out.splitlines() if line.startswith(("keras numpy", "skface"))}
+    assert set(rows) == {"keras numpy", "skface array_dataset"}
+    assert "1.00x" in rows["keras numpy"]  # the baseline against itself
+    assert len(rows["skface array_dataset"].split("x   ")[1].split()) == 2  # one figure per timed epoch

@@ -57,17 +57,77 @@ def test_flip_tta_averages_the_mirrored_prediction(fitted, tiny_data):
     np.testing.assert_allclose(age, (plain_age + mirror_age) / 2, rtol=1e-5)
 
 
-@pytest.mark.parametrize("flip_tta", [False, True])
-def test_small_and_large_batches_agree(fitted, flip_tta):
-    # A few images go through a compiled function (mirrors in the same batch), many through model.predict.
+@pytest.mark.parametrize("flip_tta, zoom_tta", [(False, ()), (True, ()), (True, (1.2, 0.8))])
+def test_small_and_large_batches_agree(fitted, flip_tta, zoom_tta):
+    # A few images go through a compiled function (all views in the same batch), many through model.predict.
     X = np.random.RandomState(1).randint(0, 256, (100, 16, 16, 1)).astype(np.uint8)
-    fitted.set_params(flip_tta=flip_tta)
+    fitted.set_params(flip_tta=flip_tta, zoom_tta=zoom_tta)
     try:
         large, small = fitted.predict_with_proba(X), fitted.predict_with_proba(X[:5])
     finally:
-        fitted.set_params(flip_tta=False)
+        fitted.set_params(flip_tta=False, zoom_tta=())
     np.testing.assert_allclose(large[1][:5], small[1], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(large[0][:5, 0], small[0][:, 0], rtol=1e-5, atol=1e-4)
+
+
+def _zoomed(images, zoom):
+    """Bilinear zoom about the centre with edge pixels repeated, written out in NumPy."""
+    n, h, w, c = images.shape
+    scale, cy, cx = 1 / zoom, (h - 1) / 2, (w - 1) / 2
+    ys = np.clip(cy + scale * (np.arange(h) - cy), 0, h - 1)
+    xs = np.clip(cx + scale * (np.arange(w) - cx), 0, w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (ys - y0)[None, :, None, None], (xs - x0)[None, None, :, None]
+    img = images.astype("float64")
+    top = img[:, y0][:, :, x0] * (1 - fx) + img[:, y0][:, :, x1] * fx
+    bottom = img[:, y1][:, :, x0] * (1 - fx) + img[:, y1][:, :, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype("float32")
+
+
+def test_zoom_tta_averages_the_zoomed_views(fitted, tiny_data):
+    X, _ = tiny_data
+    X = X[:8]
+    plain = fitted.predict_with_proba(X)
+    zoomed = fitted.predict_with_proba(_zoomed(X, 1.5))
+    fitted.set_params(zoom_tta=(1.5,))
+    try:
+        averaged = fitted.predict_with_proba(X)
+        fitted.set_params(zoom_tta=(1.0,))  # a view equal to the image leaves every prediction as it was
+        unchanged = fitted.predict_with_proba(X)
+    finally:
+        fitted.set_params(zoom_tta=())
+    np.testing.assert_allclose(averaged[1][:, 1], (plain[1][:, 1] + zoomed[1][:, 1]) / 2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(averaged[0][:, 0], (plain[0][:, 0] + zoomed[0][:, 0]) / 2, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(unchanged[1], plain[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("zoom_tta", [(0.1,), "1.1", (1.1, "x"), 1.1])
+def test_bad_zoom_tta_is_a_clear_error_at_predict_time(fitted, tiny_data, zoom_tta):
+    X, _ = tiny_data
+    fitted.set_params(zoom_tta=zoom_tta)
+    try:
+        with pytest.raises(ValueError, match=r"zoom_tta must be a tuple of zoom factors between 0.5 and 2"):
+            fitted.predict(X[:2])
+    finally:
+        fitted.set_params(zoom_tta=())
+
+
+def test_training_batches_cover_every_row_once_per_epoch_in_a_new_order():
+    from skface.dataset import array_dataset
+
+    X = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    dataset = array_dataset(X, {"age": np.arange(10.0) * 2}, batch_size=4, shuffle=True, seed=0)
+    epochs = [[(np.asarray(images).ravel(), np.asarray(targets["age"])) for images, targets in dataset]
+              for _ in range(2)]
+    for batches in epochs:
+        assert [len(images) for images, _ in batches] == [4, 4, 2]
+        rows = np.concatenate([images for images, _ in batches])
+        assert sorted(rows) == list(range(10))
+        np.testing.assert_array_equal(np.concatenate([ages for _, ages in batches]), rows * 2)  # rows stay paired
+    assert not np.array_equal(*(np.concatenate([images for images, _ in b]) for b in epochs))
+    in_order = array_dataset(X, {"age": np.arange(10.0)}, batch_size=4, shuffle=False)
+    assert np.concatenate([np.asarray(images).ravel() for images, _ in in_order]).tolist() == list(range(10))
 
 
 def test_refit_predicts_with_the_new_network(tiny_data):

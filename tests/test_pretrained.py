@@ -25,6 +25,7 @@ def test_save_then_load_gives_the_same_predictions(pipeline, tiny_data, tmp_path
     np.testing.assert_allclose(loaded.predict(X), pipeline.predict(X), rtol=1e-6)
     np.testing.assert_allclose(loaded.predict_proba(X), pipeline.predict_proba(X), rtol=1e-6)
     assert loaded.get_params()["model__filters"] == TINY["filters"]
+    assert loaded.get_params()["model__zoom_tta"] == ()
     assert loaded.steps[1][1].input_shape_ == (16, 16, 1)
 
 
@@ -80,3 +81,15 @@ def test_shipped_model_is_small_and_predicts_from_any_input():
     assert y_pred.shape == (3, 2) and np.all((y_pred[:, 0] >= 0) & (y_pred[:, 0] <= 120))
     metadata = json.loads((SHIPPED / "skface.json").read_text())["metadata"]
     assert {"age_mae", "gender_accuracy"} <= set(metadata["test_metrics"])
+
+
+def test_zoom_tta_survives_the_json(pipeline, tiny_data, tmp_path):
+    X, _ = tiny_data
+    pipeline.set_params(model__zoom_tta=(1.1, 0.9))
+    try:
+        loaded = load_pretrained(save_pretrained(pipeline, tmp_path / "zoom"))
+        expected = pipeline.predict_proba(X)
+    finally:
+        pipeline.set_params(model__zoom_tta=())
+    assert loaded.get_params()["model__zoom_tta"] == (1.1, 0.9)
+    np.testing.assert_allclose(loaded.predict_proba(X), expected, rtol=1e-6)

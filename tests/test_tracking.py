@@ -208,6 +208,7 @@ def test_sweep_makes_child_runs_and_registers_the_best(store):
     "text, match",
     [("dropout", "must read name=value1,value2"), ("colour=1,2", "unknown hyperparameter 'colour'"),
      ("epochs=a,b", "grid values of 'epochs' are not valid"),
+     ("zoom_tta=1.1/x", r"grid values of 'zoom_tta' are not valid \(expected comma-separated zoom factors"),
      ("age_head=dex,ordinal", "expected one of regression, dex"), ("", "the grid is empty")],
 )
 def test_bad_grid(text, match):
@@ -217,6 +218,7 @@ def test_bad_grid(text, match):
 
 def test_grid_parses_filters():
     assert parse_grid("filters=8/16,16/32;dropout=0.1") == {"filters": [(8, 16), (16, 32)], "dropout": [0.1]}
+    assert parse_grid("zoom_tta=1.1/0.9,none") == {"zoom_tta": [(1.1, 0.9), ()]}
     assert set(ESTIMATOR_OPTIONS) >= {"filters", "dropout", "epochs"}
 
 

@@ -64,6 +64,11 @@ class AgeGenderCNN(BaseEstimator):
         times faster on CPUs with AMX or AVX-512 BF16; the heads stay float32.
     flip_tta : bool, default=False
         Average each prediction with that of the mirrored image.
+    zoom_tta : tuple of float, default=()
+        Also average with views of the image zoomed by these factors about
+        its centre (above 1 enlarges the face, below 1 shrinks it), each
+        mirrored too with ``flip_tta``. All views of an image go through the
+        network in one batch.
     epochs : int, default=10
         Maximum number of passes over the training data.
     batch_size : int, default=32
@@ -142,6 +147,7 @@ class AgeGenderCNN(BaseEstimator):
         label_smoothing: float = 0.0,
         precision: str = "float32",
         flip_tta: bool = False,
+        zoom_tta: tuple[float, ...] = (),
         epochs: int = 10,
         batch_size: int = 32,
         validation_split: float = 0.1,
@@ -166,6 +172,7 @@ class AgeGenderCNN(BaseEstimator):
         self.label_smoothing = label_smoothing
         self.precision = precision
         self.flip_tta = flip_tta
+        self.zoom_tta = zoom_tta
         self.epochs = epochs
         self.batch_size = batch_size
         self.validation_split = validation_split
@@ -194,6 +201,7 @@ class AgeGenderCNN(BaseEstimator):
         """
         import keras
 
+        from .dataset import array_dataset
         from .model import age_distribution, build_model
         from .progress import EpochProgressBar
 
@@ -258,14 +266,14 @@ class AgeGenderCNN(BaseEstimator):
                 out["age_distribution"] = age_distribution(age[rows])
             return out
 
-        validation_data = (X[val], targets(val)) if len(val) else None
+        validation_data = None
+        if len(val):
+            validation_data = array_dataset(X[val], targets(val), batch_size=self.batch_size, shuffle=False)
         history = self.model_.fit(
-            X[train],
-            targets(train),
+            array_dataset(X[train], targets(train), batch_size=self.batch_size, shuffle=True, seed=seed),
             validation_data=validation_data,
             epochs=self.epochs,
-            batch_size=self.batch_size,
-            shuffle=True,
+            shuffle=False,  # the dataset reshuffles itself every epoch
             callbacks=callbacks,
             verbose=0,
         )
@@ -328,6 +336,7 @@ class AgeGenderCNN(BaseEstimator):
             raise ValueError(f"weight_decay must be a float in [0, 1), got {self.weight_decay!r}.")
         if not isinstance(self.label_smoothing, Real) or not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be a float in [0, 0.5), got {self.label_smoothing!r}.")
+        self._zoom_factors()
         if self.early_stopping is not None and (
             not isinstance(self.early_stopping, Integral) or self.early_stopping < 1
         ):
@@ -377,38 +386,49 @@ class AgeGenderCNN(BaseEstimator):
                 "skface.load_pretrained() for a ready model."
             )
         X = np.ascontiguousarray(self._validate_input(X, reset=False))
-        n = len(X)
-        if n <= _DIRECT_CALL_MAX:
-            # One compiled call; with flip TTA the mirrored images ride in the same batch.
-            batch = np.concatenate([X, X[:, :, ::-1, :]]) if self.flip_tta else X
-            age, p_female = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self._compiled_forward()(batch))
-        else:
-            age, p_female = self._batched_forward(X)
-            if self.flip_tta:
-                mirrored_age, mirrored_p = self._batched_forward(np.ascontiguousarray(X[:, :, ::-1, :]))
-                age, p_female = np.concatenate([age, mirrored_age]), np.concatenate([p_female, mirrored_p])
-        if self.flip_tta:
-            age, p_female = (age[:n] + age[n:]) / 2, (p_female[:n] + p_female[n:]) / 2
-        return age, p_female
+        zooms = self._zoom_factors()
+        if len(X) <= _DIRECT_CALL_MAX:
+            # One compiled call: the test-time views of every image ride in the same batch.
+            age, p_female = self._compiled_forward(zooms)(X)
+            return np.asarray(age, dtype=np.float64), np.asarray(p_female, dtype=np.float64)
+        outputs = [self._batched_forward(np.ascontiguousarray(view)) for view in _views(X, zooms, self.flip_tta)]
+        return tuple(np.mean([out[i] for out in outputs], axis=0) for i in (0, 1))
 
-    def _compiled_forward(self):
-        """The network's inference as a compiled TensorFlow function, built once per fitted model.
+    def _zoom_factors(self) -> tuple[float, ...]:
+        """``zoom_tta`` checked, as a tuple."""
+        value = self.zoom_tta
+        if value is None:
+            return ()
+        if (isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")
+                or not all(isinstance(z, Real) and not isinstance(z, bool) and 0.5 <= z <= 2 for z in value)):
+            raise ValueError(f"zoom_tta must be a tuple of zoom factors between 0.5 and 2, e.g. (1.075, 0.935), "
+                             f"or () for none; got {value!r}.")
+        return tuple(float(z) for z in value)
+
+    def _compiled_forward(self, zooms: tuple[float, ...]):
+        """Inference with test-time views as a compiled TensorFlow function, built once per model and views.
 
         ``model.predict`` builds a data pipeline per call and an eager call runs
         layer by layer from Python, each costing milliseconds; a traced graph
         answers a few images several times faster.
         """
-        if getattr(self, "_compiled_for", None) is not self.model_:
+        key = (self.model_, zooms, bool(self.flip_tta))
+        if getattr(self, "_compiled_for", None) != key:
             import tensorflow as tf
 
-            model = self.model_
+            model, flip = self.model_, bool(self.flip_tta)
 
             @tf.function(reduce_retracing=True)
             def forward(images):
-                out = model(images, training=False)
-                return out["age"], out["gender"]
+                views = _views(images, zooms, flip)
+                out = model(tf.concat(views, axis=0), training=False)
 
-            self._compiled, self._compiled_for = forward, model
+                def mean_over_views(values):
+                    return tf.reduce_mean(tf.reshape(tf.cast(values, tf.float32), (len(views), -1)), axis=0)
+
+                return mean_over_views(out["age"]), mean_over_views(out["gender"])
+
+            self._compiled, self._compiled_for = forward, key
         return self._compiled
 
     def _batched_forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -527,6 +547,30 @@ class AgeGenderCNN(BaseEstimator):
         tags.input_tags.three_d_array = True
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def _views(images, zooms: tuple[float, ...], flip: bool) -> list:
+    """The test-time views of a batch: itself, one zoom per factor, and the mirror of each when ``flip``.
+
+    A zoom factor above 1 enlarges the face about the centre (the border is
+    cropped); below 1 it shrinks it (edge pixels are repeated), with the same
+    bilinear resampling as the training augmentation.
+    """
+    import keras
+
+    ops = keras.ops
+    views = [images]
+    if zooms:
+        height, width = int(images.shape[1]), int(images.shape[2])
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        for zoom in zooms:
+            scale = 1.0 / zoom  # output pixel p samples the input at centre + scale * (p - centre)
+            transform = ops.tile(ops.convert_to_tensor([[scale, 0.0, cx * (1 - scale), 0.0, scale, cy * (1 - scale),
+                                                         0.0, 0.0]], dtype="float32"), (ops.shape(images)[0], 1))
+            views.append(ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest"))
+    if flip:
+        views += [ops.flip(view, axis=2) for view in views]
+    return views
 
 
 def _target_array(y):

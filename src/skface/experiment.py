@@ -18,7 +18,7 @@ from . import tracking
 from .datasource import resolve_data
 from .estimator import AgeGenderCNN
 from .evaluation import stratified_split
-from .options import ESTIMATOR_OPTIONS, estimator_params
+from .options import ESTIMATOR_OPTIONS, TUPLE_OPTIONS, estimator_params
 from .preprocessing import ImagePreprocessor
 
 
@@ -45,6 +45,7 @@ def _fit_and_log(data, split, params: dict, seed: int, *, verbose: int = 1):
                              callbacks=[tracking.MlflowMetricsCallback()])
     logged = {k: v for k, v in estimator.get_params().items() if k not in ("callbacks", "verbose")}
     logged["filters"] = ",".join(map(str, logged["filters"]))
+    logged["zoom_tta"] = ",".join(map(str, logged["zoom_tta"] or ())) or "none"  # as on the command line
     logged["early_stopping"] = logged["early_stopping"] or 0  # as on the command line: 0 = off
     tracking.log_params(logged)
     n_val = int(np.floor(params["validation_split"] * len(X_train)))
@@ -119,8 +120,8 @@ def run_sweep(args: argparse.Namespace) -> dict:
 def parse_grid(text: str) -> dict:
     """``"dropout=0.2,0.4;dense_units=64,128"`` -> ``{"dropout": [0.2, 0.4], "dense_units": [64, 128]}``.
 
-    ``filters`` values are separated by ``/`` inside a choice:
-    ``"filters=16/32,32/64"``.
+    Tuple values (``filters``, ``zoom_tta``) are separated by ``/`` inside a
+    choice: ``"filters=16/32,32/64"``.
     """
     grid = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
@@ -130,13 +131,10 @@ def parse_grid(text: str) -> dict:
         if name not in ESTIMATOR_OPTIONS:
             raise ValueError(f"grid names an unknown hyperparameter {name!r}; choose from {sorted(ESTIMATOR_OPTIONS)}.")
         kind = ESTIMATOR_OPTIONS[name][0]
-        if name == "filters":
-            grid[name] = [kind(v.replace("/", ",")) for v in values.split(",")]
-        else:
-            try:
-                grid[name] = [kind(v) for v in values.split(",")]
-            except (ValueError, argparse.ArgumentTypeError) as exc:
-                raise ValueError(f"grid values of {name!r} are not valid ({exc}), got {values!r}.") from None
+        try:
+            grid[name] = [kind(v.replace("/", ",") if name in TUPLE_OPTIONS else v) for v in values.split(",")]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise ValueError(f"grid values of {name!r} are not valid ({exc}), got {values!r}.") from None
     if not grid:
         raise ValueError("the grid is empty; pass e.g. 'dropout=0.2,0.4;dense_units=64,128'.")
     return grid

@@ -33,6 +33,18 @@ def _choice(*choices):
     return parse
 
 
+def zoom_factors(text) -> tuple[float, ...]:
+    """Zoom factors from "1.075,0.935"; "none" (or nothing) for none."""
+    text = str(text).strip()
+    if text.lower() in ("", "none", "()"):
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated zoom factors like 1.075,0.935 or none, "
+                                         f"got {text!r}") from None
+
+
 # Estimator parameters that the command lines expose, with their parsers.
 ESTIMATOR_OPTIONS = {
     "architecture": (_choice("seed", "vgg_bn"), "seed",
@@ -54,6 +66,8 @@ ESTIMATOR_OPTIONS = {
     "precision": (_choice("float32", "mixed_bfloat16"), "float32",
                   "compute type: float32, or mixed_bfloat16 (fast on CPUs with AMX/AVX-512 BF16)"),
     "flip_tta": (boolean, False, "average predictions with those of the mirrored image"),
+    "zoom_tta": (zoom_factors, "none", "also average with views zoomed by these factors, comma-separated "
+                 "(e.g. 1.075,0.935), or none"),
     "epochs": (whole_number, 30, "training epochs"),
     "batch_size": (whole_number, 32, "images per gradient step"),
     "validation_split": (float, 0.1, "share of the training data held out for validation"),
@@ -61,6 +75,9 @@ ESTIMATOR_OPTIONS = {
     "gender_loss_weight": (float, 1.0, "weight of the gender loss (binary cross-entropy)"),
     "early_stopping": (whole_number, 0, "patience in epochs on the validation loss; 0 trains all epochs"),
 }
+
+# Options whose value is a tuple, written comma-separated (and with "/" inside one choice of a grid).
+TUPLE_OPTIONS = ("filters", "zoom_tta")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,7 +99,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per AgeGenderCNN hyperparameter."""
     for name, (kind, default, text) in ESTIMATOR_OPTIONS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind if name != "filters" else str,
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind if name not in TUPLE_OPTIONS else str,
                             default=default, help=text)
 
 
@@ -91,7 +108,7 @@ def estimator_params(args: argparse.Namespace) -> dict:
     params = {}
     for name, (kind, _, _) in ESTIMATOR_OPTIONS.items():
         value = getattr(args, name)
-        params[name] = kind(value) if name == "filters" else value
+        params[name] = kind(value) if name in TUPLE_OPTIONS else value
     if params["early_stopping"] == 0:
         params["early_stopping"] = None
     return params

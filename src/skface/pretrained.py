@@ -22,6 +22,8 @@ from .preprocessing import ImagePreprocessor
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 PARAMS_FILE = "skface.json"
+# Estimator parameters that are tuples (JSON stores them as lists).
+_TUPLE_PARAMS = ("filters", "zoom_tta")
 
 
 def default_pretrained_dir() -> Path:
@@ -62,7 +64,9 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
         )
     check_is_fitted(estimator, "model_")
     params = estimator.get_params()
-    params["filters"] = list(params["filters"])
+    for name in _TUPLE_PARAMS:  # JSON has lists, not tuples
+        if isinstance(params[name], tuple):
+            params[name] = list(params[name])
     params["callbacks"] = None  # callbacks belong to a training session, not to the model
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None
@@ -125,7 +129,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
             raise PretrainedModelError(
                 f"the pretrained model is missing from this installation (expected {MODEL_FILE} and "
                 f"{PARAMS_FILE} in {folder}); reinstall skface, or train one with "
-                "`skface train --config bottleneck96 --data PATH --save DIR` and load it with load_pretrained(DIR)."
+                "`skface train --config narrow80 --data PATH --save DIR` and load it with load_pretrained(DIR)."
             )
         raise PretrainedModelError(
             f"{folder} holds no saved skface model: expected {MODEL_FILE} and {PARAMS_FILE} "
@@ -141,7 +145,9 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
             f"{FORMAT_VERSION}; save the model again with this version."
         )
     params = dict(state["estimator"])
-    params["filters"] = tuple(params["filters"])
+    for name in _TUPLE_PARAMS:
+        if isinstance(params.get(name), list):
+            params[name] = tuple(params[name])
     estimator = AgeGenderCNN(**params)
     fitted = state["fitted"]
     estimator.input_shape_ = tuple(fitted["input_shape_"])
