@@ -17,13 +17,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from .estimator import AgeGenderCNN
 from .exceptions import PretrainedModelError
+from .options import TUPLE_OPTIONS
 from .preprocessing import ImagePreprocessor
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
 PARAMS_FILE = "skface.json"
-# Estimator parameters that are tuples (JSON stores them as lists).
-_TUPLE_PARAMS = ("filters", "zoom_tta")
 
 
 def default_pretrained_dir() -> Path:
@@ -64,7 +63,7 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
         )
     check_is_fitted(estimator, "model_")
     params = estimator.get_params()
-    for name in _TUPLE_PARAMS:  # JSON has lists, not tuples
+    for name in TUPLE_OPTIONS:  # JSON has lists, not tuples
         if isinstance(params[name], tuple):
             params[name] = list(params[name])
     params["callbacks"] = None  # callbacks belong to a training session, not to the model
@@ -145,7 +144,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
             f"{FORMAT_VERSION}; save the model again with this version."
         )
     params = dict(state["estimator"])
-    for name in _TUPLE_PARAMS:
+    for name in TUPLE_OPTIONS:
         if isinstance(params.get(name), list):
             params[name] = tuple(params[name])
     estimator = AgeGenderCNN(**params)
