@@ -59,15 +59,18 @@ def test_flip_tta_averages_the_mirrored_prediction(fitted, tiny_data):
 
 @pytest.mark.parametrize("flip_tta, zoom_tta", [(False, ()), (True, ()), (True, (1.2, 0.8))])
 def test_small_and_large_batches_agree(fitted, flip_tta, zoom_tta):
-    # A few images go through a compiled function (all views in the same batch), many through model.predict.
+    # Many images go through the compiled function in chunks (all views of a chunk in one batch): every image,
+    # on either side of a chunk boundary, gets the prediction that it gets alone or in a small batch.
     X = np.random.RandomState(1).randint(0, 256, (100, 16, 16, 1)).astype(np.uint8)
     fitted.set_params(flip_tta=flip_tta, zoom_tta=zoom_tta)
     try:
-        large, small = fitted.predict_with_proba(X), fitted.predict_with_proba(X[:5])
+        large = fitted.predict_with_proba(X)
+        small = [fitted.predict_with_proba(X[rows]) for rows in (slice(0, 5), slice(60, 70), slice(99, 100))]
     finally:
         fitted.set_params(flip_tta=False, zoom_tta=())
-    np.testing.assert_allclose(large[1][:5], small[1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(large[0][:5, 0], small[0][:, 0], rtol=1e-5, atol=1e-4)
+    for rows, (y_small, proba_small) in zip((slice(0, 5), slice(60, 70), slice(99, 100)), small):
+        np.testing.assert_allclose(large[1][rows], proba_small, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(large[0][rows, 0], y_small[:, 0], rtol=1e-5, atol=1e-4)
 
 
 def _zoomed(images, zoom):
