@@ -38,6 +38,7 @@ def test_benchmark_prints_configurations_side_by_side(capsys):
     header = [line for line in out.splitlines() if line.strip().startswith("seed")][-1]
     assert header.split() == ["seed", "regularized"]
     assert "age MAE (years)" in out and "seconds per epoch" in out and "60plus age MAE" in out
+    assert "Keras predict, 1 view img/s" in out and "Keras predict img/s vs seed" in out
     rows = {line[:26].strip(): line[26:].split() for line in out.splitlines() if len(line) > 26}
     for row in ("1 image, pipeline (ms)", "1 image, served p50 (ms)", "inference images/s"):
         assert all(float(v) > 0 for v in rows[row]), (row, rows[row])
