@@ -113,6 +113,15 @@ def test_grid_search_and_cross_val_score(tiny_data):
     assert scores.shape == (2,) and np.all(scores <= 1)
 
 
+def test_uint8_float_and_list_inputs_predict_alike(fitted, tiny_data):
+    X, _ = tiny_data  # uint8, as ImagePreprocessor returns
+    expected = fitted.predict_proba(X)
+    np.testing.assert_allclose(fitted.predict_proba(X.astype(np.float64)), expected, rtol=1e-6)
+    np.testing.assert_allclose(fitted.predict_proba(X[:3].tolist()), expected[:3], rtol=1e-6)
+    with pytest.raises(ValueError, match="0 sample"):
+        fitted.predict(X[:0])
+
+
 def test_not_fitted_error_says_what_to_do(tiny_data):
     X, _ = tiny_data
     with pytest.raises(NotFittedError, match=r"call fit\(X, y\) first"):
@@ -122,6 +131,8 @@ def test_not_fitted_error_says_what_to_do(tiny_data):
 def test_wrong_image_shape_at_predict(fitted):
     with pytest.raises(ValueError, match=r"fitted on \(16, 16, 1\).*ImagePreprocessor\(image_size=16"):
         fitted.predict(np.zeros((2, 32, 32, 1)))
+    with pytest.raises(ValueError, match=r"fitted on \(16, 16, 1\).*ImagePreprocessor\(image_size=16"):
+        fitted.predict(np.zeros((2, 32, 32, 1), dtype=np.uint8))  # the preprocessor's dtype takes a shorter path
     with pytest.raises(ValueError, match="5 dimensions"):
         fitted.predict(np.zeros((2, 16, 16, 1, 1)))
 
