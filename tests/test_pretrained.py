@@ -93,3 +93,21 @@ def test_zoom_tta_survives_the_json(pipeline, tiny_data, tmp_path):
         pipeline.set_params(model__zoom_tta=())
     assert loaded.get_params()["model__zoom_tta"] == (1.1, 0.9)
     np.testing.assert_allclose(loaded.predict_proba(X), expected, rtol=1e-6)
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.keras").is_file(), reason="this checkout ships no pretrained model")
+def test_shipped_model_is_its_configuration():
+    # The shipped files and the configuration they name must not drift apart: `skface train --config NAME`
+    # is how the model card says to reproduce them.
+    from skface.configurations import get_configuration
+
+    stored = json.loads((SHIPPED / "skface.json").read_text())
+    config = get_configuration(stored["metadata"]["configuration"])
+    model = load_pretrained()
+    shipped = model.named_steps["model"].get_params()
+    expected = AgeGenderCNN(**config["estimator"]).get_params()  # the configuration over the defaults
+    for name in ("random_state", "verbose"):  # set by `skface train`, not by the configuration
+        del shipped[name], expected[name]
+    assert shipped == {k: tuple(v) if isinstance(v, list) else v for k, v in expected.items()}
+    preprocess = model.named_steps["preprocess"]
+    assert (preprocess.image_size, preprocess.color) == (config["image_size"], config["color"])
