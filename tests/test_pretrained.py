@@ -108,6 +108,6 @@ def test_shipped_model_is_its_configuration():
     expected = AgeGenderCNN(**config["estimator"]).get_params()  # the configuration over the defaults
     for name in ("random_state", "verbose"):  # set by `skface train`, not by the configuration
         del shipped[name], expected[name]
-    assert shipped == {k: tuple(v) if isinstance(v, list) else v for k, v in expected.items()}
+    assert shipped == expected
     preprocess = model.named_steps["preprocess"]
     assert (preprocess.image_size, preprocess.color) == (config["image_size"], config["color"])

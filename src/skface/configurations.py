@@ -15,6 +15,8 @@ _REGULARIZED = {"architecture": "seed", "filters": (32, 64, 128, 256), "dense_un
                 "learning_rate": 2e-3, "lr_schedule": "cosine", "augment": True, "age_head": "dex",
                 "label_smoothing": 0.1, "flip_tta": True, "precision": "mixed_bfloat16", "epochs": 60,
                 "batch_size": 64, "gender_loss_weight": 5.0, "validation_split": 0.0}
+# The narrow80 network: narrow first blocks (16 and 32 filters) and a 1x1 bottleneck to 128 channels.
+_NARROW80 = {**_REGULARIZED, "filters": (16, 32, 128, 256), "bottleneck": 128}
 
 CONFIGURATIONS: dict[str, dict] = {
     "seed": {
@@ -43,19 +45,18 @@ CONFIGURATIONS: dict[str, dict] = {
     # predictions the average of six views (plain, zoomed in and out, and their mirrors). 4.85 years and 87.4%
     # on the dev split in 15.6 min, but six views cost six times the compute of one at prediction.
     "narrow80tta6": {"image_size": 80, "color": "rgb",
-                     "estimator": {**_REGULARIZED, "filters": (16, 32, 128, 256), "bottleneck": 128, "epochs": 110,
-                                   "zoom_tta": (1.075, 0.935)}},
+                     "estimator": {**_NARROW80, "epochs": 110, "zoom_tta": (1.075, 0.935)}},
     # The shipped pretrained model (issues 5 and 6): 80 px, with the time that narrow first blocks save (16 and
     # 32 filters at full and half resolution, where a step spends most) spent on resolution, and 150 epochs so
     # that two views (the image and its mirror) are as accurate as narrow80tta6's six: 4.79 years and 87.1% on
     # the dev split in 21 min, predicting about three times as many images per second.
     "narrow80": {"image_size": 80, "color": "rgb",
-                 "estimator": {**_REGULARIZED, "filters": (16, 32, 128, 256), "bottleneck": 128, "epochs": 150}},
+                 "estimator": {**_NARROW80, "epochs": 150}},
     # narrow80 cut to 56 epochs (the cosine decay over those): for retraining in under a third of the seed's time,
     # more accurate than the seed on both heads but well short of narrow80: 5.79 years and 84.4% on the dev split in
     # 8.0 min, against the seed's 7.26 years and 82.8% in 25.9 min in the same benchmark run.
     "narrow80fast": {"image_size": 80, "color": "rgb",
-                     "estimator": {**_REGULARIZED, "filters": (16, 32, 128, 256), "bottleneck": 128, "epochs": 56}},
+                     "estimator": {**_NARROW80, "epochs": 56}},
 }
 
 
