@@ -7,6 +7,11 @@ batch_size=...)``, the baseline) and ``skface.dataset.array_dataset`` (what
 ``AgeGenderCNN.fit`` uses). Alternating keeps a slow spell of the host from
 landing on one side only. Prints images per second per epoch, their
 medians, and the ratio.
+
+Then puts the figures against the machine: the network's floating-point
+operations per image, the rate that skface's pipeline reaches with them, and
+the rate of one large matrix product in the network's compute type, measured
+in the same run (how near the step runs to what the CPU can do).
 """
 
 import argparse
@@ -14,6 +19,8 @@ import inspect
 import statistics
 import sys
 import time
+
+import numpy as np
 
 from skface.options import whole_number
 from skface.quiet import import_tensorflow_quietly
@@ -30,11 +37,46 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def forward_flops(model) -> int:
+    """Floating-point operations of one image's forward pass through the convolutions and trained dense layers.
+
+    Counts two per multiply-add (a convolution: output height x width x kernel
+    height x width x input channels x filters); pooling, activations and
+    normalisation are left out. A training step costs about three times this:
+    the forward pass, then the gradients with respect to inputs and weights.
+    """
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            height, width = layer.output.shape[1:3]
+            total += 2 * height * width * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Dense) and layer.trainable:
+            total += 2 * int(np.prod(layer.kernel.shape))
+    return int(total)
+
+
+def matmul_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
+    """Median GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype`` (this machine's practical peak)."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((size, size), dtype="float32")
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+    product = tf.function(tf.linalg.matmul)
+    product(a, b).numpy()  # traces, and warms the caches
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
     import keras
-    import numpy as np
 
     from skface.configurations import get_configuration
     from skface.dataset import array_dataset
@@ -79,6 +121,14 @@ def main(argv=None) -> int:
     for name, values in rates.items():
         median = statistics.median(values)
         print(f"{name:<24}{median:>14.0f}{median / base:>9.2f}x   {' '.join(f'{v:.0f}' for v in values)}")
+
+    flops = forward_flops(model)
+    compute = "bfloat16" if params.get("precision") == "mixed_bfloat16" else "float32"
+    step = 3 * flops * statistics.median(rates["skface array_dataset"]) / 1e9
+    peak = matmul_gflops(compute)
+    print(f"\nnetwork: {flops / 1e6:.0f} MFLOP per image forward, about {3 * flops / 1e6:.0f} to train on it")
+    print(f"training step (skface array_dataset): {step:.0f} GFLOP/s; a 2048x2048 {compute} matrix product on this "
+          f"machine: {peak:.0f} GFLOP/s; the step runs at {step / peak:.2f}x of it")
     return 0
 
 
