@@ -11,9 +11,15 @@ JPEG through the fitted pipeline's ``predict`` (median ms) and, with --serve,
 one image over HTTP through ``mlflow models serve`` on loopback (median ms,
 end to end). Ratios against the first configuration, measured in the same
 run, close the table.
+
+The prediction figures are measured once every configuration is trained, in
+rounds that go through all configurations in turn (all servers up at once),
+each figure the median over the rounds: a slow spell of the host, which can
+last minutes, then lands on every configuration instead of one.
 """
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -40,7 +46,10 @@ def parse_args(argv=None):
     parser.add_argument("--n-synthetic", type=whole_number, default=2000, help="faces, with --data synthetic")
     parser.add_argument("--serve", type=boolean, nargs="?", const=True, default=False,
                         help="also serve each fitted pipeline with `mlflow models serve` and time one-image requests")
-    parser.add_argument("--repeats", type=whole_number, default=50, help="timed one-image predictions and requests")
+    parser.add_argument("--repeats", type=whole_number, default=50,
+                        help="timed one-image predictions and requests, per round")
+    parser.add_argument("--rounds", type=whole_number, default=3,
+                        help="rounds of prediction timings, each through every configuration in turn")
     return parser.parse_args(argv)
 
 
@@ -59,7 +68,7 @@ def main(argv=None) -> int:
     body, jpeg = bench_serving.request_body(200)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     configs = {name: get_configuration(name) for name in names}
-    results = {}
+    results, fitted = {}, {}
     for name, config in configs.items():
         data = resolve_data(args.data, image_size=config["image_size"], color=config["color"],
                             n_synthetic=args.n_synthetic, random_state=args.seed)
@@ -74,22 +83,36 @@ def main(argv=None) -> int:
         estimator.fit(data.images[train], data.target[train])
         seconds = time.perf_counter() - start
         X_test = data.images[test]
-        estimator.predict(X_test[:256])
-        rates = []
-        for _ in range(3):
-            start = time.perf_counter()
-            y_pred, proba = estimator.predict_with_proba(X_test)
-            rates.append(len(X_test) / (time.perf_counter() - start))
+        y_pred, proba = estimator.predict_with_proba(X_test)
         figures = evaluate(data.target[test], y_pred, proba)
         figures.update(train_seconds=seconds, seconds_per_epoch=seconds / estimator.n_epochs_,
-                       images_per_second=statistics.median(rates), epochs=estimator.n_epochs_,
-                       keras_images_per_second=_keras_predict_rate(estimator, X_test))
+                       epochs=estimator.n_epochs_)
+        results[name] = figures
         pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=config["image_size"], color=config["color"])),
                              ("model", estimator)])
-        figures["one_image_ms"] = _one_image_ms(pipeline, jpeg, args.repeats)
+        fitted[name] = (estimator, X_test, pipeline)
+
+    print(f"\nTiming predictions: {args.rounds} rounds through {', '.join(fitted)}", flush=True)
+    timings = {name: {} for name in fitted}
+    with contextlib.ExitStack() as stack:
+        urls = {}
         if args.serve:
-            figures["served_ms"] = _served_ms(pipeline, body, args.repeats)
-        results[name] = figures
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            urls = {name: _serve(stack, pipeline, folder, name) for name, (_, _, pipeline) in fitted.items()}
+        for name, (estimator, X_test, _) in fitted.items():  # warm-up
+            estimator.predict(X_test[:256])
+            estimator.model_.predict(np.asarray(X_test[:256], dtype=np.float32), batch_size=256, verbose=0)
+        for _ in range(args.rounds):
+            for name, (estimator, X_test, pipeline) in fitted.items():
+                figures = {"images_per_second": _predict_rate(estimator, X_test),
+                           "keras_images_per_second": _keras_predict_rate(estimator, X_test),
+                           "one_image_ms": _one_image_ms(pipeline, jpeg, args.repeats)}
+                if name in urls:
+                    figures["served_ms"] = _served_ms(urls[name], body, args.repeats)
+                for key, value in figures.items():
+                    timings[name].setdefault(key, []).append(value)
+    for name, figures in timings.items():
+        results[name].update({key: statistics.median(values) for key, values in figures.items()})
 
     width = 14
     print(f"\n{'':<26}" + "".join(f"{n:>{width}}" for n in results))
@@ -121,6 +144,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def _predict_rate(estimator, X) -> float:
+    """Images/s of one ``predict_with_proba`` pass over ``X`` (with the estimator's test-time views)."""
+    start = time.perf_counter()
+    estimator.predict_with_proba(X)
+    return len(X) / (time.perf_counter() - start)
+
+
 def _keras_predict_rate(estimator, X) -> float:
     """Images/s of the bare network through Keras's ``model.predict`` (batches of 256, no test-time views).
 
@@ -129,13 +159,9 @@ def _keras_predict_rate(estimator, X) -> float:
     import numpy as np
 
     X = np.asarray(X, dtype=np.float32)
-    estimator.model_.predict(X[:256], batch_size=256, verbose=0)
-    rates = []
-    for _ in range(3):
-        start = time.perf_counter()
-        estimator.model_.predict(X, batch_size=256, verbose=0)
-        rates.append(len(X) / (time.perf_counter() - start))
-    return statistics.median(rates)
+    start = time.perf_counter()
+    estimator.model_.predict(X, batch_size=256, verbose=0)
+    return len(X) / (time.perf_counter() - start)
 
 
 def _one_image_ms(pipeline, jpeg: bytes, repeats: int) -> float:
@@ -150,28 +176,33 @@ def _one_image_ms(pipeline, jpeg: bytes, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def _served_ms(pipeline, body: bytes, repeats: int) -> float:
-    """Median milliseconds of one-image requests to ``mlflow models serve`` of ``pipeline``, one at a time."""
+def _serve(stack: contextlib.ExitStack, pipeline, folder: Path, name: str) -> str:
+    """Log ``pipeline`` to a tracking store in ``folder`` and serve it with ``mlflow models serve`` until ``stack``
+    closes; the server's URL."""
     import mlflow
 
     from skface.localserver import scoring_server
     from skface.serving import log_model
 
     previous = mlflow.get_tracking_uri()
-    with tempfile.TemporaryDirectory() as folder:
-        tracking_uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
-        mlflow.set_tracking_uri(tracking_uri)
-        try:
-            mlflow.set_experiment("benchmark-serving")
-            with mlflow.start_run():
-                model_uri = log_model(pipeline).model_uri
-        finally:
-            mlflow.set_tracking_uri(previous)
-        with scoring_server(model_uri, Path(folder) / "server.log", tracking_uri=tracking_uri) as (url, _):
-            bench_serving.load(f"{url}/invocations", body, 1, 5.0, 5)  # warm-up
-            latencies, errors, _ = bench_serving.load(f"{url}/invocations", body, 1, 120.0, repeats)
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        mlflow.set_experiment("benchmark-serving")
+        with mlflow.start_run(run_name=name):
+            model_uri = log_model(pipeline).model_uri
+    finally:
+        mlflow.set_tracking_uri(previous)
+    url, _ = stack.enter_context(scoring_server(model_uri, folder / f"{name}-server.log", tracking_uri=tracking_uri))
+    return url
+
+
+def _served_ms(url: str, body: bytes, repeats: int) -> float:
+    """Median milliseconds of one-image requests to the scoring server at ``url``, one at a time."""
+    bench_serving.load(f"{url}/invocations", body, 1, 5.0, 5)  # warm-up
+    latencies, errors, _ = bench_serving.load(f"{url}/invocations", body, 1, 120.0, repeats)
     if errors:
-        raise RuntimeError(f"{errors} of {len(latencies)} requests to the scoring server failed.")
+        raise RuntimeError(f"{errors} of {len(latencies)} requests to the scoring server at {url} failed.")
     return 1000 * statistics.median(latencies)
 
 
