@@ -50,7 +50,11 @@ def parse_args(argv=None):
                         help="timed one-image predictions and requests, per round")
     parser.add_argument("--rounds", type=whole_number, default=3,
                         help="rounds of prediction timings, each through every configuration in turn")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f"--rounds and --repeats must be at least 1 (got {args.rounds} and {args.repeats}): "
+                     "every figure is a median of timings")
+    return args
 
 
 def main(argv=None) -> int:

@@ -26,6 +26,13 @@ def test_seed_configuration_is_the_seed():
     assert CONFIGURATIONS["seed"]["estimator"]["epochs"] == 30  # a copy, not the registry itself
 
 
+@pytest.mark.parametrize("option", ["--rounds", "--repeats"])
+def test_benchmark_needs_at_least_one_timing(option, capsys):
+    with pytest.raises(SystemExit):
+        _script().parse_args([option, "0"])
+    assert "--rounds and --repeats must be at least 1" in capsys.readouterr().err
+
+
 def test_unknown_configuration():
     with pytest.raises(ValueError, match="unknown configuration 'best'; choose from"):
         get_configuration("best")
