@@ -108,15 +108,15 @@ def main(argv=None) -> int:
             estimator.model_.predict(np.asarray(X_test[:256], dtype=np.float32), batch_size=256, verbose=0)
         for _ in range(args.rounds):
             for name, (estimator, X_test, pipeline) in fitted.items():
-                figures = {"images_per_second": _predict_rate(estimator, X_test),
-                           "keras_images_per_second": _keras_predict_rate(estimator, X_test),
-                           "one_image_ms": _one_image_ms(pipeline, jpeg, args.repeats)}
+                timing = {"images_per_second": _predict_rate(estimator, X_test),
+                          "keras_images_per_second": _keras_predict_rate(estimator, X_test),
+                          "one_image_ms": _one_image_ms(pipeline, jpeg, args.repeats)}
                 if name in urls:
-                    figures["served_ms"] = _served_ms(urls[name], body, args.repeats)
-                for key, value in figures.items():
+                    timing["served_ms"] = _served_ms(urls[name], body, args.repeats)
+                for key, value in timing.items():
                     timings[name].setdefault(key, []).append(value)
-    for name, figures in timings.items():
-        results[name].update({key: statistics.median(values) for key, values in figures.items()})
+    for name, rounds in timings.items():
+        results[name].update({key: statistics.median(values) for key, values in rounds.items()})
 
     width = 14
     print(f"\n{'':<26}" + "".join(f"{n:>{width}}" for n in results))
