@@ -13,18 +13,22 @@ from skface.quiet import import_tensorflow_quietly
 
 
 def parse_args(argv=None):
-    from skface.options import add_data_arguments, add_estimator_arguments
+    from skface.options import (add_configuration_argument, add_data_arguments, add_estimator_arguments,
+                                apply_configuration)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser)
     add_estimator_arguments(parser)
+    add_configuration_argument(parser)
     parser.add_argument("--grid", default="dropout=0.2,0.4;learning_rate=0.001,0.0003",
                         help="hyperparameter grid: 'name=v1,v2;name=v1,v2' (filters choices use '/': 16/32,32/64)")
     parser.add_argument("--max-trials", type=whole_number, default=8, help="at most this many trials of the grid")
     parser.add_argument("--registered-model", default="skface", help="registered model that gets the best trial")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(epochs=10)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    apply_configuration(parser, args)
+    return args
 
 
 def main(argv=None) -> int:

@@ -13,14 +13,18 @@ from skface.quiet import import_tensorflow_quietly
 
 
 def parse_args(argv=None):
-    from skface.options import add_data_arguments, add_estimator_arguments
+    from skface.options import (add_configuration_argument, add_data_arguments, add_estimator_arguments,
+                                apply_configuration)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser)
     add_estimator_arguments(parser)
+    add_configuration_argument(parser)
     parser.add_argument("--registered-model", default="skface", help="registered model that gets a new version")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    apply_configuration(parser, args)
+    return args
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """MLflow tracking, for real, against a temporary SQLite store."""
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -23,11 +24,19 @@ TINY_ARGS.update(
     data="synthetic", n_synthetic=200, image_size=16, color="grayscale", test_split=0.25, seed=0, experiment=None,
     filters="4,8", kernel_size=3, dense_units=8, dropout=0.2, learning_rate=3e-3, epochs=6, batch_size=16,
     validation_split=0.2, age_loss_weight=1.0, gender_loss_weight=1.0, early_stopping=0, registered_model="skface",
+    config="none",
 )
 
 
 def _args(**overrides):
     return argparse.Namespace(**{**TINY_ARGS, **overrides})
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +211,45 @@ def test_sweep_makes_child_runs_and_registers_the_best(store):
     assert parent.data.params["best_trial"] in ("1", "2")
     assert "test_age_mae" in parent.data.metrics
     assert summary["version"]
+
+
+def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkeypatch):
+    from skface.configurations import CONFIGURATIONS
+
+    monkeypatch.setitem(CONFIGURATIONS, "tiny", {"image_size": 16, "color": "rgb", "estimator": {
+        "filters": (4,), "dense_units": 8, "bottleneck": 2, "epochs": 2, "age_head": "dex", "flip_tta": True,
+        "validation_split": 0.0}})
+    args = _script("train").parse_args(["--config", "tiny", "--data", "synthetic", "--n-synthetic", "120"])
+    summary = run_train(args)
+    params = MlflowClient().get_run(summary["run_id"]).data.params
+    assert params["config"] == "tiny" and params["image_size"] == "16" and params["color"] == "rgb"
+    assert params["filters"] == "4" and params["epochs"] == "2" and params["age_head"] == "dex"
+    assert params["n_validation"] == "0" and params["dropout"] == "0.3"  # left out: the options' default
+    estimator = mlflow.pyfunc.load_model(summary["model_uri"]).unwrap_python_model().pipeline_.steps[-1][1]
+    assert estimator.input_shape_ == (16, 16, 3) and estimator.flip_tta
+
+
+@pytest.mark.parametrize("script", ["train", "sweep"])
+def test_every_configuration_sets_its_options(script):
+    from skface.configurations import CONFIGURATIONS
+    from skface.options import estimator_params
+
+    for name, config in CONFIGURATIONS.items():
+        args = _script(script).parse_args(["--config", name])
+        assert (args.image_size, args.color) == (config["image_size"], config["color"]), name
+        params = estimator_params(args)
+        assert {key: params[key] for key in config["estimator"]} == config["estimator"], name
+
+
+def test_a_configuration_with_its_options_given_too_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        _script("train").parse_args(["--config", "narrow80fast", "--epochs", "5", "--color", "rgb"])
+    error = capsys.readouterr().err
+    assert "--config narrow80fast sets the image size, colour and every hyperparameter" in error
+    assert "leave out --color, --epochs, or leave out --config" in error
+    with pytest.raises(SystemExit):
+        _script("train").parse_args(["--config", "fastest"])
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

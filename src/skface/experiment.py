@@ -67,6 +67,7 @@ def run_train(args: argparse.Namespace) -> dict:
     tracking.set_experiment(args.experiment)
     with tracking.tracked_run() as run:
         mlflow.set_tags({**tracking.environment_tags(), "skface.entry_point": "main"})
+        tracking.log_params({"config": args.config})
         data, split = _load(args)
         pipeline, figures = _fit_and_log(data, split, estimator_params(args), args.seed)
         info = log_model(pipeline)
@@ -90,7 +91,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
     with tracking.tracked_run() as parent:
         mlflow.set_tags({**tracking.environment_tags(), "skface.entry_point": "sweep"})
         data, split = _load(args)
-        tracking.log_params({"grid": args.grid})
+        tracking.log_params({"grid": args.grid, "config": args.config})
         trials = list(ParameterGrid(grid))[: args.max_trials]
         best = None
         for number, overrides in enumerate(trials, start=1):

@@ -103,6 +103,40 @@ def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
                             default=default, help=text)
 
 
+def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
+    """``--config NAME``: train a named configuration of :mod:`skface.configurations` (see :func:`apply_configuration`)."""
+    from .configurations import CONFIGURATIONS
+
+    parser.add_argument("--config", default="none", choices=["none", *sorted(CONFIGURATIONS)],
+                        help="a named configuration (see skface.configurations) that sets the image size, colour and "
+                             "every hyperparameter; 'none' takes them from the options")
+
+
+def apply_configuration(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set the image size, colour and hyperparameters of ``args.config`` on ``args``, as if typed as options.
+
+    Hyperparameters that the configuration leaves out keep the options'
+    defaults. Any of these options given as well is an error through
+    ``parser`` (the configuration would silently override it).
+    """
+    if args.config == "none":
+        return
+    from .configurations import get_configuration
+
+    config = get_configuration(args.config)
+    given = [name for name in ("image_size", "color", *ESTIMATOR_OPTIONS)
+             if getattr(args, name) != parser.get_default(name)]
+    if given:
+        options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+        parser.error(f"--config {args.config} sets the image size, colour and every hyperparameter, so {options} "
+                     f"would be ignored; leave out {options}, or leave out --config and give every option yourself.")
+    args.image_size, args.color = config["image_size"], config["color"]
+    for name, value in config["estimator"].items():
+        if name in TUPLE_OPTIONS:
+            value = ",".join(map(str, value)) or "none"
+        setattr(args, name, value)
+
+
 def estimator_params(args: argparse.Namespace) -> dict:
     """AgeGenderCNN parameters from parsed options."""
     params = {}
