@@ -104,7 +104,10 @@ def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
-    """``--config NAME``: train a named configuration of :mod:`skface.configurations` (see :func:`apply_configuration`)."""
+    """``--config NAME``: train a named configuration of :mod:`skface.configurations`.
+
+    See :func:`apply_configuration`, which the parsed arguments must go through.
+    """
     from .configurations import CONFIGURATIONS
 
     parser.add_argument("--config", default="none", choices=["none", *sorted(CONFIGURATIONS)],
