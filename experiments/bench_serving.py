@@ -25,9 +25,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from skface.localserver import scoring_server
-from skface.options import whole_number
+from skface.cli.options import whole_number
 from skface.quiet import import_tensorflow_quietly
+from skface.tracking.servers import scoring_server
 
 
 def parse_args(argv=None):
@@ -48,7 +48,7 @@ def _quick_model(folder: Path) -> str:
     from sklearn.pipeline import Pipeline
 
     from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
-    from skface.serving import log_model
+    from skface.tracking.pyfunc import log_model
 
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
 
-    from skface.serving import load_estimator
+    from skface.tracking.pyfunc import load_estimator
 
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = args.model_uri or _quick_model(Path(tmp))

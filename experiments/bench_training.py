@@ -3,7 +3,7 @@
 Builds the network of a named configuration (see skface.configurations) and
 trains it for whole epochs on the same images, alternating between the two
 ways of feeding it: Keras's own pipeline for NumPy arrays (``model.fit(X, y,
-batch_size=...)``, the baseline) and ``skface.dataset.array_dataset`` (what
+batch_size=...)``, the baseline) and ``skface.network.input_pipeline.array_dataset`` (what
 ``AgeGenderCNN.fit`` uses). Alternating keeps a slow spell of the host from
 landing on one side only. Prints images per second per epoch, their
 medians, and the ratio.
@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from skface.options import whole_number
+from skface.cli.options import whole_number
 from skface.quiet import import_tensorflow_quietly
 
 
@@ -79,9 +79,9 @@ def main(argv=None) -> int:
     import keras
 
     from skface.configurations import get_configuration
-    from skface.dataset import array_dataset
-    from skface.datasource import resolve_data
-    from skface.model import age_distribution, build_model
+    from skface.data.sources import resolve_data
+    from skface.network.architecture import age_distribution, build_model
+    from skface.network.input_pipeline import array_dataset
 
     config = get_configuration(args.config)
     data = resolve_data(args.data, image_size=config["image_size"], color=config["color"],

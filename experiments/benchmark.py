@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from skface.options import boolean, whole_number
+from skface.cli.options import boolean, whole_number
 from skface.quiet import import_tensorflow_quietly
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,12 +61,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
     import numpy as np
-
     from sklearn.pipeline import Pipeline
 
     from skface import AgeGenderCNN, ImagePreprocessor
     from skface.configurations import get_configuration
-    from skface.datasource import resolve_data
+    from skface.data.sources import resolve_data
     from skface.evaluation import AGE_BANDS, evaluate, stratified_split
 
     body, jpeg = bench_serving.request_body(200)
@@ -185,8 +184,8 @@ def _serve(stack: contextlib.ExitStack, pipeline, folder: Path, name: str) -> st
     closes; the server's URL."""
     import mlflow
 
-    from skface.localserver import scoring_server
-    from skface.serving import log_model
+    from skface.tracking.pyfunc import log_model
+    from skface.tracking.servers import scoring_server
 
     previous = mlflow.get_tracking_uri()
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from skface.options import whole_number
+from skface.cli.options import whole_number
 from skface.quiet import import_tensorflow_quietly
 
 
@@ -29,7 +29,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.experiment import print_figures, run_evaluate
+    from skface.tracking.recipes import print_figures, run_evaluate
 
     summary = run_evaluate(args)
     if args.json:

@@ -8,13 +8,17 @@ import argparse
 import json
 import sys
 
-from skface.options import whole_number
+from skface.cli.options import whole_number
 from skface.quiet import import_tensorflow_quietly
 
 
 def parse_args(argv=None):
-    from skface.options import (add_configuration_argument, add_data_arguments, add_estimator_arguments,
-                                apply_configuration)
+    from skface.cli.options import (
+        add_configuration_argument,
+        add_data_arguments,
+        add_estimator_arguments,
+        apply_configuration,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser)
@@ -34,7 +38,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.experiment import parse_grid, print_figures, run_sweep
+    from skface.tracking.recipes import parse_grid, print_figures, run_sweep
 
     parse_grid(args.grid)  # a bad grid fails before any data is loaded
     summary = run_sweep(args)

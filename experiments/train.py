@@ -13,8 +13,12 @@ from skface.quiet import import_tensorflow_quietly
 
 
 def parse_args(argv=None):
-    from skface.options import (add_configuration_argument, add_data_arguments, add_estimator_arguments,
-                                apply_configuration)
+    from skface.cli.options import (
+        add_configuration_argument,
+        add_data_arguments,
+        add_estimator_arguments,
+        apply_configuration,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser)
@@ -30,7 +34,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.experiment import print_figures, run_train
+    from skface.tracking.recipes import print_figures, run_train
 
     summary = run_train(args)
     if args.json:

@@ -92,7 +92,7 @@ def test_predict_with_an_unknown_model_spec(tmp_path):
 def test_predict_from_an_mlflow_model_uri(trained, tmp_path, capsys, monkeypatch):
     import mlflow
 
-    from skface.serving import log_model
+    from skface.tracking.pyfunc import log_model
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")

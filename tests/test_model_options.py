@@ -117,7 +117,7 @@ def test_bad_zoom_tta_is_a_clear_error_at_predict_time(fitted, tiny_data, zoom_t
 
 
 def test_training_batches_cover_every_row_once_per_epoch_in_a_new_order():
-    from skface.dataset import array_dataset
+    from skface.network.input_pipeline import array_dataset
 
     X = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
     dataset = array_dataset(X, {"age": np.arange(10.0) * 2}, batch_size=4, shuffle=True, seed=0)
@@ -147,7 +147,7 @@ def test_refit_predicts_with_the_new_network(tiny_data):
 def test_random_affine_is_identity_at_inference_and_at_zero_strength():
     import keras
 
-    from skface.augment import RandomAffine
+    from skface.network.augment import RandomAffine
 
     images = np.random.RandomState(0).uniform(0, 255, (4, 12, 10, 3)).astype("float32")
     layer = RandomAffine(seed=0)
@@ -181,7 +181,7 @@ def test_bad_option_values(tiny_data, params, match):
 
 
 def test_age_distribution_targets():
-    from skface.model import age_distribution
+    from skface.network.architecture import age_distribution
 
     targets = age_distribution([0, 30, 200])
     assert targets.shape == (3, 121)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from skface.localserver import free_port, wait_until_up
+from skface.tracking.servers import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from PIL import Image
 from sklearn.base import clone
 
 from skface import ImageDecodeError, ImagePreprocessor
-from skface.imaging import decode_image
+from skface.data.imaging import decode_image
 
 
 def _png(image: Image.Image) -> bytes:

@@ -5,8 +5,14 @@ import pytest
 from PIL import Image
 from sklearn.pipeline import Pipeline
 
-from skface import AgeGenderCNN, ImagePreprocessor, PretrainedModelError, load_pretrained, save_pretrained
-from skface.pretrained import default_pretrained_dir
+from skface import (
+    AgeGenderCNN,
+    ImagePreprocessor,
+    PretrainedModelError,
+    load_pretrained,
+    save_pretrained,
+)
+from skface.network.persistence import default_pretrained_dir
 from tests.conftest import TINY
 
 
@@ -39,7 +45,7 @@ def test_loaded_pipeline_predicts_from_files_and_bytes(pipeline, tmp_path):
 
 
 def test_missing_shipped_model_says_what_to_do(monkeypatch, tmp_path):
-    monkeypatch.setattr("skface.pretrained.default_pretrained_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("skface.network.persistence.default_pretrained_dir", lambda: tmp_path / "none")
     with pytest.raises(PretrainedModelError, match="missing from this installation.*reinstall skface"):
         load_pretrained()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from skface.options import ESTIMATOR_OPTIONS
+from skface.cli.options import ESTIMATOR_OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ from PIL import Image
 from sklearn.pipeline import Pipeline
 
 from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
-from skface.localserver import free_port, wait_until_up
-from skface.serving import encode_image, log_model
+from skface.tracking.pyfunc import encode_image, log_model
+from skface.tracking.servers import free_port, wait_until_up
 
 pytestmark = pytest.mark.slow
 

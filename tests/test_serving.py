@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn.pipeline import Pipeline
 
 from skface import AgeGenderCNN, ImagePreprocessor, make_synthetic_faces
-from skface.serving import AgeGenderModel, encode_image
+from skface.tracking.pyfunc import AgeGenderModel, encode_image
 from tests.conftest import TINY
 
 

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from sklearn.linear_model import LogisticRegression, Ridge
 
-import skface.synthetic
-from skface.synthetic import make_synthetic_faces, write_synthetic_utkface
+import skface.data.synthetic
+from skface.data.synthetic import make_synthetic_faces, write_synthetic_utkface
 
 UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d{17})\.jpg\.chip\.jpg$")
 
@@ -185,7 +185,7 @@ def test_default_size_is_utkface_size(tmp_path):
 
 
 def test_written_folder_loads_with_load_utkface(tmp_path):
-    from skface.utkface import load_utkface
+    from skface.data.utkface import load_utkface
 
     paths = write_synthetic_utkface(tmp_path, 10, image_size=32, random_state=6)
     data = load_utkface(tmp_path, image_size=32, cache=False, verbose=False)
@@ -231,6 +231,6 @@ def test_overwrite_on_missing_or_empty_folder(tmp_path):
 
 
 def test_docstring_examples():
-    result = doctest.testmod(skface.synthetic, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(skface.data.synthetic, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0

@@ -13,10 +13,11 @@ import pytest
 from mlflow import MlflowClient
 
 from skface import UTKFaceError, write_synthetic_utkface
-from skface.datasource import SyntheticDataWarning, resolve_data
-from skface.experiment import parse_grid, run_evaluate, run_sweep, run_train
-from skface.options import ESTIMATOR_OPTIONS
-from skface.tracking import promote, tracked_run
+from skface.cli.options import ESTIMATOR_OPTIONS
+from skface.data.sources import SyntheticDataWarning, resolve_data
+from skface.tracking.recipes import parse_grid, run_evaluate, run_sweep, run_train
+from skface.tracking.registry import promote
+from skface.tracking.runs import tracked_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_ARGS = {name: default for name, (_, default, _) in ESTIMATOR_OPTIONS.items()}
@@ -107,11 +108,13 @@ def test_first_run_registers_and_takes_the_champion_alias(trained):
 
 
 def test_logged_model_loads_as_pyfunc_and_as_estimator(trained):
-    from skface.serving import encode_image, load_estimator
-    from skface import make_synthetic_faces
     import io
+
     import pandas as pd
     from PIL import Image
+
+    from skface import make_synthetic_faces
+    from skface.tracking.pyfunc import encode_image, load_estimator
 
     X, _ = make_synthetic_faces(2, image_size=40, color="rgb", random_state=5)
     files = []
@@ -189,10 +192,10 @@ def test_evaluate_logs_the_same_test_metrics(trained):
 
 def test_evaluate_the_pretrained_model(trained, monkeypatch, tmp_path):
     from skface import save_pretrained
-    from skface.serving import load_estimator
+    from skface.tracking.pyfunc import load_estimator
 
     save_pretrained(load_estimator(trained["model_uri"]), tmp_path / "shipped")
-    monkeypatch.setattr("skface.pretrained.default_pretrained_dir", lambda: tmp_path / "shipped")
+    monkeypatch.setattr("skface.network.persistence.default_pretrained_dir", lambda: tmp_path / "shipped")
     summary = run_evaluate(argparse.Namespace(model_uri="pretrained", data="synthetic", n_synthetic=200,
                                               test_split=0.25, seed=0, experiment=None))
     run = MlflowClient().get_run(summary["run_id"])
@@ -231,8 +234,8 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
 
 @pytest.mark.parametrize("script", ["train", "sweep"])
 def test_every_configuration_sets_its_options(script):
+    from skface.cli.options import estimator_params
     from skface.configurations import CONFIGURATIONS
-    from skface.options import estimator_params
 
     for name, config in CONFIGURATIONS.items():
         args = _script(script).parse_args(["--config", name])

@@ -1,4 +1,4 @@
-"""Tests of skface.utkface.load_utkface, on tiny generated UTKFace folders and archives."""
+"""Tests of skface.data.utkface.load_utkface, on tiny generated UTKFace folders and archives."""
 
 import io
 import os
@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from sklearn.utils import Bunch
 
-import skface.utkface
+import skface.data.utkface
+from skface.data.imaging import decode_image
+from skface.data.utkface import CacheWarning, SkippedFilesWarning, load_utkface
 from skface.exceptions import UTKFaceError
-from skface.imaging import decode_image
-from skface.utkface import CacheWarning, SkippedFilesWarning, load_utkface
 
 # name -> (age, gender, race); one .png and one plain .jpg ending among them.
 FACES = {
@@ -113,7 +113,7 @@ def faces_dir(tmp_path):
 @pytest.fixture
 def decode_counter(monkeypatch):
     counter = DecodeCounter()
-    monkeypatch.setattr(skface.utkface, "decode_image", counter)
+    monkeypatch.setattr(skface.data.utkface, "decode_image", counter)
     return counter
 
 
@@ -448,7 +448,7 @@ def test_second_load_is_served_from_the_cache(faces_dir, cache_root, monkeypatch
     [cache_file] = cache_files(cache_root)
     assert cache_file.name.startswith("64px-grayscale-")
 
-    monkeypatch.setattr(skface.utkface, "decode_image", DecodeCounter(allow=False))
+    monkeypatch.setattr(skface.data.utkface, "decode_image", DecodeCounter(allow=False))
     second = load_quietly(faces_dir)
 
     for key in ("images", "target", "race", "filenames"):
@@ -462,7 +462,7 @@ def test_cached_load_warns_about_skipped_files_too(tmp_path, monkeypatch):
     folder = write_files(tmp_path / "faces", {GOOD: image_bytes(1), "README.txt": b"x"})
     with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 2 files"):
         first = load_utkface(folder, verbose=False)
-    monkeypatch.setattr(skface.utkface, "decode_image", DecodeCounter(allow=False))
+    monkeypatch.setattr(skface.data.utkface, "decode_image", DecodeCounter(allow=False))
     with pytest.warns(SkippedFilesWarning, match="Skipped 1 of 2 files"):
         second = load_utkface(folder, verbose=False)
     assert second.skipped == first.skipped == [

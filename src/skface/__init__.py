@@ -13,7 +13,9 @@ The public surface:
 __version__ = "0.1.0"
 
 from . import metrics  # noqa: E402
-from .estimator import AgeGenderCNN
+from .data.preprocessing import ImagePreprocessor
+from .data.synthetic import make_synthetic_faces, write_synthetic_utkface
+from .data.utkface import CacheWarning, SkippedFilesWarning, load_utkface
 from .exceptions import (
     ImageDecodeError,
     NotFittedEstimatorError,
@@ -21,10 +23,8 @@ from .exceptions import (
     SkfaceError,
     UTKFaceError,
 )
-from .preprocessing import ImagePreprocessor
-from .pretrained import load_pretrained, save_pretrained
-from .synthetic import make_synthetic_faces, write_synthetic_utkface
-from .utkface import CacheWarning, SkippedFilesWarning, load_utkface
+from .network.estimator import AgeGenderCNN
+from .network.persistence import load_pretrained, save_pretrained
 
 __all__ = [
     "AgeGenderCNN",

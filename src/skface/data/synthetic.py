@@ -123,7 +123,7 @@ default=None
     X : ndarray of shape (n_samples, image_size, image_size, c), dtype uint8
         The faces; ``c`` is 1 for ``"grayscale"`` and 3 for ``"rgb"``. Each
         face is drawn in RGB and converted and resized by
-        :func:`skface.imaging.decode_image`, like every other image skface
+        :func:`skface.data.imaging.decode_image`, like every other image skface
         reads.
     y : ndarray of shape (n_samples, 2), dtype float64
         Column 0 is the age in whole years, from 1 to 90, most of them
@@ -137,7 +137,7 @@ default=None
 
     Examples
     --------
-    >>> from skface.synthetic import make_synthetic_faces
+    >>> from skface.data.synthetic import make_synthetic_faces
     >>> X, y = make_synthetic_faces(8, image_size=32, random_state=0)
     >>> X.shape, X.dtype
     ((8, 32, 32, 1), dtype('uint8'))
@@ -219,13 +219,13 @@ default=None
     Examples
     --------
     >>> import tempfile
-    >>> from skface.synthetic import write_synthetic_utkface
+    >>> from skface.data.synthetic import write_synthetic_utkface
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     paths = write_synthetic_utkface(folder, 3, image_size=64, random_state=0)
     ...     print([path.name for path in paths])
     ['35_0_1_20170109000000000.jpg.chip.jpg', '46_1_3_20170109000000001.jpg.chip.jpg',
      '38_0_4_20170109000000002.jpg.chip.jpg']
-    >>> from skface.synthetic import make_synthetic_faces
+    >>> from skface.data.synthetic import make_synthetic_faces
     >>> make_synthetic_faces(3, image_size=64, color="rgb", random_state=0)[1]
     array([[35.,  0.],
            [46.,  1.],

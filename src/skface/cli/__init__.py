@@ -36,7 +36,7 @@ def _train_parser(sub) -> None:
                    help="share of the training data for validation (default: the configuration's, else 0.1)")
     p.add_argument("--test-split", type=float, default=0.2, help="share of the data held out for the final figures")
     p.add_argument("--seed", type=int, default=0, help="random seed for data, split and training")
-    from .configurations import CONFIGURATIONS
+    from ..configurations import CONFIGURATIONS
 
     p.add_argument("--config", default=None, choices=sorted(CONFIGURATIONS),
                    help="a named configuration (see skface.configurations) that sets the image "
@@ -69,12 +69,12 @@ def _predict_parser(sub) -> None:
 def _train(args) -> int:
     from sklearn.pipeline import Pipeline
 
-    from .configurations import get_configuration
-    from .datasource import resolve_data
-    from .estimator import AgeGenderCNN
-    from .evaluation import AGE_BANDS, evaluate, stratified_split
-    from .preprocessing import ImagePreprocessor
-    from .pretrained import save_pretrained
+    from ..configurations import get_configuration
+    from ..data.preprocessing import ImagePreprocessor
+    from ..data.sources import resolve_data
+    from ..evaluation import AGE_BANDS, evaluate, stratified_split
+    from ..network.estimator import AgeGenderCNN
+    from ..network.persistence import save_pretrained
 
     if not 0 < args.test_split < 1:
         raise SystemExit(f"skface train: --test-split must be between 0 and 1, got {args.test_split}.")
@@ -147,12 +147,12 @@ def _image_files(inputs: list[Path]) -> list[Path]:
 
 
 def _load_model(spec: str | None):
-    from .pretrained import load_pretrained
+    from ..network.persistence import load_pretrained
 
     if spec is None or Path(spec).is_dir():
         return load_pretrained(spec)
     if ":/" in spec:
-        from .serving import load_estimator
+        from ..tracking.pyfunc import load_estimator
 
         return load_estimator(spec)
     raise SystemExit(
@@ -164,8 +164,8 @@ def _load_model(spec: str | None):
 def _predict(args) -> int:
     from tqdm.auto import tqdm
 
-    from .exceptions import ImageDecodeError
-    from .imaging import decode_image
+    from ..data.imaging import decode_image
+    from ..exceptions import ImageDecodeError
 
     if args.batch_size < 1:
         raise SystemExit(f"skface predict: --batch-size must be at least 1, got {args.batch_size}.")
@@ -212,7 +212,7 @@ def _predict(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``skface`` command line."""
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="skface", description="Age and gender estimation from face images.")
     parser.add_argument("--version", action="version", version=f"skface {__version__}")
@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     _predict_parser(sub)
     args = parser.parse_args(argv)
 
-    from .exceptions import SkfaceError
-    from .quiet import import_tensorflow_quietly
+    from ..exceptions import SkfaceError
+    from ..quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     try:

@@ -14,13 +14,15 @@ import numpy as np
 from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
 
-from . import tracking
-from .datasource import resolve_data
-from .estimator import AgeGenderCNN
-from .evaluation import stratified_split
-from .options import ESTIMATOR_OPTIONS, TUPLE_OPTIONS, estimator_params
-from .preprocessing import ImagePreprocessor
-
+from ..cli.options import ESTIMATOR_OPTIONS, TUPLE_OPTIONS, estimator_params
+from ..data.preprocessing import ImagePreprocessor
+from ..data.sources import resolve_data
+from ..evaluation import stratified_split
+from ..network.estimator import AgeGenderCNN
+from .callbacks import MlflowMetricsCallback
+from .registry import register
+from .reports import log_evaluation, log_model_summary
+from .runs import environment_tags, log_data, log_params, set_experiment, tracked_run
 
 
 def _test_indices(data, test_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,36 +44,36 @@ def _fit_and_log(data, split, params: dict, seed: int, *, verbose: int = 1):
     """Fit one estimator inside the active run and log everything about it. Returns (pipeline, figures)."""
     X_train, X_test, y_train, y_test, test_names = split
     estimator = AgeGenderCNN(**params, random_state=seed, verbose=verbose,
-                             callbacks=[tracking.MlflowMetricsCallback()])
+                             callbacks=[MlflowMetricsCallback()])
     logged = {k: v for k, v in estimator.get_params().items() if k not in ("callbacks", "verbose")}
     logged["filters"] = ",".join(map(str, logged["filters"]))
     logged["zoom_tta"] = ",".join(map(str, logged["zoom_tta"] or ())) or "none"  # as on the command line
     logged["early_stopping"] = logged["early_stopping"] or 0  # as on the command line: 0 = off
-    tracking.log_params(logged)
+    log_params(logged)
     n_val = int(np.floor(params["validation_split"] * len(X_train)))
-    tracking.log_data(data, n_train=len(X_train) - n_val, n_test=len(X_test), n_val=n_val)
+    log_data(data, n_train=len(X_train) - n_val, n_test=len(X_test), n_val=n_val)
     start = time.perf_counter()
     estimator.fit(X_train, y_train)
     mlflow.log_metrics({"train_seconds": time.perf_counter() - start, "epochs_trained": estimator.n_epochs_})
     pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=data.image_size, color=data.color)),
                          ("model", estimator)])
-    figures = tracking.log_evaluation(pipeline, X_test, y_test, history=estimator.history_, filenames=test_names)
-    tracking.log_model_summary(estimator.model_)
+    figures = log_evaluation(pipeline, X_test, y_test, history=estimator.history_, filenames=test_names)
+    log_model_summary(estimator.model_)
     return pipeline, figures
 
 
 def run_train(args: argparse.Namespace) -> dict:
     """The ``main`` entry point: train, evaluate, log, register. Returns a summary."""
-    from .serving import log_model
+    from .pyfunc import log_model
 
-    tracking.set_experiment(args.experiment)
-    with tracking.tracked_run() as run:
-        mlflow.set_tags({**tracking.environment_tags(), "skface.entry_point": "main"})
-        tracking.log_params({"config": args.config})
+    set_experiment(args.experiment)
+    with tracked_run() as run:
+        mlflow.set_tags({**environment_tags(), "skface.entry_point": "main"})
+        log_params({"config": args.config})
         data, split = _load(args)
         pipeline, figures = _fit_and_log(data, split, estimator_params(args), args.seed)
         info = log_model(pipeline)
-        version, promoted, reason = tracking.register(info, args.registered_model, data, figures["test_score"])
+        version, promoted, reason = register(info, args.registered_model, data, figures["test_score"])
         return {"run_id": run.info.run_id, "model_uri": info.model_uri, "version": version,
                 "promoted": promoted, "reason": reason, "figures": figures, "data": data.source}
 
@@ -83,20 +85,20 @@ def run_sweep(args: argparse.Namespace) -> dict:
     figures); the parent run logs the best trial's params and test figures,
     logs its model and registers it.
     """
-    from .serving import log_model
+    from .pyfunc import log_model
 
     grid = parse_grid(args.grid)
     base = estimator_params(args)
-    tracking.set_experiment(args.experiment)
-    with tracking.tracked_run() as parent:
-        mlflow.set_tags({**tracking.environment_tags(), "skface.entry_point": "sweep"})
+    set_experiment(args.experiment)
+    with tracked_run() as parent:
+        mlflow.set_tags({**environment_tags(), "skface.entry_point": "sweep"})
         data, split = _load(args)
-        tracking.log_params({"grid": args.grid, "config": args.config})
+        log_params({"grid": args.grid, "config": args.config})
         trials = list(ParameterGrid(grid))[: args.max_trials]
         best = None
         for number, overrides in enumerate(trials, start=1):
             params = {**base, **overrides}
-            with tracking.tracked_run(nested=True, run_name=f"trial-{number}"):
+            with tracked_run(nested=True, run_name=f"trial-{number}"):
                 mlflow.set_tag("skface.entry_point", "sweep-trial")
                 pipeline, figures = _fit_and_log(data, split, params, args.seed, verbose=0)
                 estimator = pipeline.steps[-1][1]
@@ -113,7 +115,7 @@ def run_sweep(args: argparse.Namespace) -> dict:
         mlflow.log_params({"best_trial": number, "best_run_id": best_run, "n_trials": len(trials)})
         mlflow.log_metrics(figures)
         info = log_model(pipeline)
-        version, promoted, reason = tracking.register(info, args.registered_model, data, figures["test_score"])
+        version, promoted, reason = register(info, args.registered_model, data, figures["test_score"])
         return {"run_id": parent.info.run_id, "best_trial": number, "best_params": overrides, "version": version,
                 "promoted": promoted, "reason": reason, "figures": figures}
 
@@ -146,14 +148,14 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
     ``model_uri="pretrained"`` evaluates the model shipped with the package.
     """
-    from .serving import load_estimator
+    from .pyfunc import load_estimator
 
-    tracking.set_experiment(args.experiment)
-    with tracking.tracked_run() as run:
-        mlflow.set_tags({**tracking.environment_tags(), "skface.entry_point": "evaluate",
+    set_experiment(args.experiment)
+    with tracked_run() as run:
+        mlflow.set_tags({**environment_tags(), "skface.entry_point": "evaluate",
                          "skface.evaluated_model": args.model_uri})
         if args.model_uri == "pretrained":
-            from .pretrained import load_pretrained
+            from ..network.persistence import load_pretrained
 
             pipeline = load_pretrained()
         else:
@@ -167,9 +169,9 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         else:
             test = _test_indices(data, args.test_split, args.seed)[1]
         X_test, y_test, names = data.images[test], data.target[test], np.asarray(data.filenames)[test]
-        tracking.log_params({"model_uri": args.model_uri, "test_split": args.test_split, "seed": args.seed})
-        tracking.log_data(data, n_train=0, n_test=len(X_test), n_val=0)
-        figures = tracking.log_evaluation(pipeline, X_test, y_test, filenames=names)
+        log_params({"model_uri": args.model_uri, "test_split": args.test_split, "seed": args.seed})
+        log_data(data, n_train=0, n_test=len(X_test), n_val=0)
+        figures = log_evaluation(pipeline, X_test, y_test, filenames=names)
         return {"run_id": run.info.run_id, "figures": figures, "n_test": len(X_test)}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from .exceptions import ImageDecodeError
+from ..exceptions import ImageDecodeError
 from .imaging import MAX_PIXELS, check_image_params, decode_image, n_channels
 
 

@@ -2,7 +2,7 @@
 
 :func:`load_utkface` reads a folder of UTKFace images, or the ``.zip`` /
 ``.tar.gz`` archive downloaded from Kaggle, takes the labels from the file
-names, decodes every image with :func:`skface.imaging.decode_image` and keeps
+names, decodes every image with :func:`skface.data.imaging.decode_image` and keeps
 the decoded arrays in an on-disk cache so that the next load is fast.
 """
 
@@ -30,7 +30,7 @@ import PIL
 from sklearn.utils import Bunch
 from tqdm.auto import tqdm
 
-from .exceptions import ImageDecodeError, UTKFaceError
+from ..exceptions import ImageDecodeError, UTKFaceError
 from .imaging import check_image_params, decode_image, n_channels
 
 __all__ = ["load_utkface", "SkippedFilesWarning", "CacheWarning", "MAX_AGE"]
@@ -158,7 +158,7 @@ def load_utkface(
 
     See Also
     --------
-    skface.imaging.decode_image : How each image is turned into an array.
+    skface.data.imaging.decode_image : How each image is turned into an array.
 
     Notes
     -----
@@ -186,7 +186,7 @@ def load_utkface(
 
     Examples
     --------
-    >>> from skface.utkface import load_utkface
+    >>> from skface.data.utkface import load_utkface
     >>> faces = load_utkface("UTKFace.tar.gz", image_size=64)  # doctest: +SKIP
     >>> faces.images.shape  # doctest: +SKIP
     (23708, 64, 64, 1)
@@ -585,7 +585,7 @@ def _cache_key(source: _Source, image_size: int, color: str) -> str:
     # The skface and Pillow versions are part of the key because either may
     # change the decoded pixels. Imported here: skface/__init__ may import
     # this module before it defines __version__.
-    from . import __version__
+    from .. import __version__
 
     parts = {
         "format": _CACHE_FORMAT,

@@ -15,10 +15,10 @@ from pathlib import Path
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from ..cli.options import TUPLE_OPTIONS
+from ..data.preprocessing import ImagePreprocessor
+from ..exceptions import PretrainedModelError
 from .estimator import AgeGenderCNN
-from .exceptions import PretrainedModelError
-from .options import TUPLE_OPTIONS
-from .preprocessing import ImagePreprocessor
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.keras"
@@ -84,7 +84,7 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
     }
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    from .model import save_network
+    from .architecture import save_network
 
     save_network(estimator.model_, folder / MODEL_FILE)
     (folder / PARAMS_FILE).write_text(json.dumps(state, indent=2) + "\n")
@@ -119,7 +119,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     >>> model.predict(["face.jpg"])  # doctest: +SKIP
     array([[31.2,  1. ]])
     """
-    from .model import load_network
+    from .architecture import load_network
 
     folder = default_pretrained_dir() if path is None else Path(path)
     model_file, params_file = folder / MODEL_FILE, folder / PARAMS_FILE

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from .exceptions import UTKFaceError
+from ..exceptions import UTKFaceError
 from .synthetic import make_synthetic_faces
 from .utkface import load_utkface
 

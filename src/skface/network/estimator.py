@@ -12,8 +12,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, validate_data
 
-from .exceptions import NotFittedEstimatorError
-from .metrics import combined_score
+from ..exceptions import NotFittedEstimatorError
+from ..metrics import combined_score
 
 _TARGET_COLUMNS = ("age", "gender")
 # Images per call of the compiled network: bounds the memory that the test-time views take
@@ -96,7 +96,7 @@ class AgeGenderCNN(BaseEstimator):
         0 is silent; 1 shows a progress bar over epochs with the metrics.
     callbacks : list of keras.callbacks.Callback or None, default=None
         Extra Keras callbacks for ``fit``, such as
-        :class:`skface.tracking.MlflowMetricsCallback` to log each epoch.
+        :class:`skface.tracking.callbacks.MlflowMetricsCallback` to log each epoch.
 
     Attributes
     ----------
@@ -204,8 +204,8 @@ class AgeGenderCNN(BaseEstimator):
         """
         import keras
 
-        from .dataset import array_dataset
-        from .model import age_distribution, build_model
+        from .architecture import age_distribution, build_model
+        from .input_pipeline import array_dataset
         from .progress import EpochProgressBar
 
         self._check_params()
@@ -329,7 +329,7 @@ class AgeGenderCNN(BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, Real) or not np.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
                 raise ValueError(f"{name} must be a positive float, got {value!r}.")
-        from .model import AGE_HEADS, ARCHITECTURES, LR_SCHEDULES, PRECISIONS
+        from .architecture import AGE_HEADS, ARCHITECTURES, LR_SCHEDULES, PRECISIONS
 
         for name, choices in (("architecture", ARCHITECTURES), ("age_head", AGE_HEADS),
                               ("precision", PRECISIONS), ("lr_schedule", LR_SCHEDULES)):
@@ -523,7 +523,7 @@ class AgeGenderCNN(BaseEstimator):
         for cached in ("_compiled", "_compiled_for"):  # the compiled function is rebuilt on first use
             state.pop(cached, None)
         if model is not None:
-            from .model import save_network
+            from .architecture import save_network
 
             with tempfile.TemporaryDirectory() as folder:
                 path = os.path.join(folder, "model.keras")
@@ -537,7 +537,7 @@ class AgeGenderCNN(BaseEstimator):
         model_bytes = state.pop("_model_bytes", None)
         self.__dict__.update(state)
         if model_bytes is not None:
-            from .model import load_network
+            from .architecture import load_network
 
             with tempfile.TemporaryDirectory() as folder:
                 path = os.path.join(folder, "model.keras")

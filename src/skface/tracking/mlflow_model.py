@@ -1,11 +1,11 @@
 """The file MLflow loads as the pyfunc model's code ("models from code": no pickle).
 
-Only :func:`skface.serving.log_model` refers to it; importing it declares
+Only :func:`skface.tracking.pyfunc.log_model` refers to it; importing it declares
 the model to MLflow.
 """
 
 import mlflow
 
-from skface.serving import AgeGenderModel
+from skface.tracking.pyfunc import AgeGenderModel
 
 mlflow.models.set_model(AgeGenderModel())

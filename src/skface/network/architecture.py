@@ -63,7 +63,7 @@ def build_model(
         Dropout rate after each dense layer.
     augment : bool
         Random flips, shifts, rotations, zoom and contrast while training
-        (see :mod:`skface.augment`).
+        (see :mod:`skface.network.augment`).
     age_head : {"regression", "dex"}
         ``"regression"``: one ReLU unit. ``"dex"``: a softmax over the ages
         0 to ``max_age`` whose expected value is the prediction.

@@ -22,8 +22,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from .exceptions import ImageDecodeError
-from .imaging import decode_image
+from ..data.imaging import decode_image
+from ..exceptions import ImageDecodeError
 
 IMAGE_COLUMN = "image"
 OUTPUT_COLUMNS = ("age", "gender", "gender_probability", "error")
@@ -43,7 +43,7 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context):
-        from .pretrained import load_pretrained
+        from ..network.persistence import load_pretrained
 
         self.use(load_pretrained(context.artifacts[ARTIFACT_KEY]))
         # Warm up: the first call builds TensorFlow's graph; do it at load, not on a request.
@@ -145,7 +145,7 @@ def _pip_requirements() -> list[str]:
 def _example_image(image_size: int, color: str) -> bytes:
     from PIL import Image
 
-    from .synthetic import make_synthetic_faces
+    from ..data.synthetic import make_synthetic_faces
 
     X, _ = make_synthetic_faces(1, image_size=max(image_size, 32), color="rgb", random_state=0)
     buf = io.BytesIO()
@@ -173,7 +173,7 @@ def log_model(pipeline, *, name: str = "model", registered_model_name: str | Non
 
     from mlflow.models import infer_signature
 
-    from .pretrained import save_pretrained
+    from ..network.persistence import save_pretrained
 
     preprocessor = pipeline.steps[0][1]
     example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(preprocessor.image_size, preprocessor.color))]})
@@ -184,7 +184,7 @@ def log_model(pipeline, *, name: str = "model", registered_model_name: str | Non
             name=name,
             python_model=str(Path(__file__).with_name("mlflow_model.py")),
             artifacts={ARTIFACT_KEY: str(saved)},
-            code_paths=[str(Path(__file__).resolve().parent)],
+            code_paths=[str(Path(__file__).resolve().parents[1])],
             signature=infer_signature(example, output),
             input_example=example,
             pip_requirements=_pip_requirements(),

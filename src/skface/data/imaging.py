@@ -14,7 +14,7 @@ from numbers import Integral
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .exceptions import ImageDecodeError
+from ..exceptions import ImageDecodeError
 
 COLORS = ("grayscale", "rgb")
 

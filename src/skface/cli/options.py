@@ -108,7 +108,7 @@ def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
 
     See :func:`apply_configuration`, which the parsed arguments must go through.
     """
-    from .configurations import CONFIGURATIONS
+    from ..configurations import CONFIGURATIONS
 
     parser.add_argument("--config", default="none", choices=["none", *sorted(CONFIGURATIONS)],
                         help="a named configuration (see skface.configurations) that sets the image size, colour and "
@@ -124,7 +124,7 @@ def apply_configuration(parser: argparse.ArgumentParser, args: argparse.Namespac
     """
     if args.config == "none":
         return
-    from .configurations import get_configuration
+    from ..configurations import get_configuration
 
     config = get_configuration(args.config)
     given = [name for name in ("image_size", "color", *ESTIMATOR_OPTIONS)

@@ -1,0 +1,1 @@
+"""The Keras network and the scikit-learn estimator around it. Imports no MLflow."""

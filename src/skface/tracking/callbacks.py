@@ -1,0 +1,20 @@
+"""Keras callbacks that log to MLflow."""
+
+from __future__ import annotations
+
+import keras
+import mlflow
+import numpy as np
+
+
+class MlflowMetricsCallback(keras.callbacks.Callback):
+    """Log every epoch's losses, metrics and learning rate to the active MLflow run.
+
+    Epochs are logged with ``step`` = the epoch number, counted from 1, so a
+    run that is stopped keeps every epoch it finished.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {name: float(value) for name, value in (logs or {}).items() if np.isscalar(value)}
+        values["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        mlflow.log_metrics(values, step=epoch + 1)

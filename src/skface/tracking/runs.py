@@ -1,0 +1,136 @@
+"""An MLflow run's life: the experiment it goes to, how it ends, and what it logs about its environment and data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import warnings
+from importlib import metadata
+
+import mlflow
+from mlflow import MlflowClient
+
+from .. import __version__
+
+DEFAULT_EXPERIMENT = "skface"
+
+
+@contextlib.contextmanager
+def tracked_run(**kwargs):
+    """``mlflow.start_run`` that ends KILLED on Ctrl-C or SIGTERM and FAILED on any error.
+
+    MLflow's own context manager marks an interrupted run FAILED; here an
+    interruption is told apart, and what was logged before stays.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # System metrics (CPU, memory, disk; GPU where pynvml is present) for top-level runs.
+    kwargs.setdefault("log_system_metrics", not kwargs.get("nested", False))
+    run = mlflow.start_run(**kwargs)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def set_experiment(name: str | None = None) -> None:
+    """Use experiment ``name``, else the one MLflow's environment names, else ``skface``.
+
+    Under ``mlflow run`` the run already exists in the experiment that
+    ``mlflow run`` chose, so nothing is changed.
+    """
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return
+    if name:
+        mlflow.set_experiment(name)
+    elif os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        mlflow.set_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment_id=os.environ["MLFLOW_EXPERIMENT_ID"])
+    else:
+        mlflow.set_experiment(DEFAULT_EXPERIMENT)
+
+
+def environment_tags() -> dict[str, str]:
+    """Package versions, CPU/GPU and git commit, as run tags."""
+    import tensorflow as tf
+
+    tags = {"skface.version": __version__, "python": platform.python_version()}
+    for name in ("tensorflow", "keras", "scikit-learn", "numpy", "mlflow"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            tags[f"version.{name}"] = metadata.version(name)
+    gpus = tf.config.list_physical_devices("GPU")
+    tags["device"] = f"GPU x{len(gpus)}" if gpus else "CPU"
+    tags["cpu"] = platform.processor() or platform.machine()
+    tags["cpu_count"] = str(os.cpu_count())
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    return tags
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def log_params(params: dict) -> None:
+    """Log params, leaving alone those already logged (``mlflow run`` logs its ``-P`` values first)."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {key: value for key, value in params.items() if key not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_data(data, n_train: int, n_test: int, n_val: int) -> None:
+    """Log what the run was trained and tested on: params, tags and an MLflow dataset input."""
+    log_params(
+        {
+            "data_kind": data.kind,
+            "data_source": data.source,
+            "data_digest": data.digest,
+            "n_images": len(data.images),
+            "n_skipped": len(data.skipped),
+            "n_train": n_train,
+            "n_validation": n_val,
+            "n_test": n_test,
+            "image_size": data.image_size,
+            "color": data.color,
+        }
+    )
+    mlflow.set_tags({"skface.data_kind": data.kind, "skface.data_source": data.source})
+    if data.kind == "synthetic":
+        mlflow.set_tag("skface.warning", "trained on SYNTHETIC faces: knows nothing about real faces")
+    with warnings.catch_warnings():
+        # MLflow registers its local-file dataset source twice and then warns that a path is
+        # ambiguous between the two identical classes; nothing for a user to act on.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        dataset = mlflow.data.from_numpy(
+            data.images, targets=data.target, source=data.source if data.kind == "utkface" else None, name=data.name
+        )
+    mlflow.log_input(dataset, context="training")
+    if data.skipped:
+        mlflow.log_text("\n".join(f"{name}\t{reason}" for name, reason in data.skipped) + "\n", "data/skipped.tsv")
