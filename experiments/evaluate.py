@@ -29,14 +29,16 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.tracking.recipes import print_figures, run_evaluate
+    from skface.cli.report import print_figures
+    from skface.tracking.recipes import run_evaluate
 
-    summary = run_evaluate(args)
+    summary = run_evaluate(model_uri=args.model_uri, data=args.data, n_synthetic=args.n_synthetic,
+                           test_split=args.test_split, seed=args.seed, experiment=args.experiment)
     if args.json:
         print(json.dumps(summary, default=str))
         return 0
     print(f"\nEvaluation run {summary['run_id']} of {args.model_uri} on {summary['n_test']} faces")
-    print_figures(summary["figures"])
+    print_figures(summary["figures"], prefix="test_")
     return 0
 
 

@@ -12,42 +12,51 @@ from skface.cli.options import whole_number
 from skface.quiet import import_tensorflow_quietly
 
 
-def parse_args(argv=None):
+def parse_args(argv=None) -> dict:
+    """The keyword arguments of skface.tracking.recipes.run_sweep, and whether to print JSON."""
     from skface.cli.options import (
         add_configuration_argument,
         add_data_arguments,
         add_estimator_arguments,
-        apply_configuration,
+        parse_grid,
+        training_arguments,
     )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_arguments(parser)
-    add_estimator_arguments(parser)
+    add_estimator_arguments(parser, command="sweep")
     add_configuration_argument(parser)
     parser.add_argument("--grid", default="dropout=0.2,0.4;learning_rate=0.001,0.0003",
                         help="hyperparameter grid: 'name=v1,v2;name=v1,v2' (filters choices use '/': 16/32,32/64)")
     parser.add_argument("--max-trials", type=whole_number, default=8, help="at most this many trials of the grid")
     parser.add_argument("--registered-model", default="skface", help="registered model that gets the best trial")
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'skface'); "
+                             "ignored under `mlflow run`, which sets it")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(epochs=10)
     args = parser.parse_args(argv)
-    apply_configuration(parser, args)
-    return args
+    kwargs = training_arguments(parser, args, command="sweep")
+    try:
+        grid = parse_grid(args.grid)  # a bad grid fails before any data is loaded
+    except ValueError as exc:
+        parser.error(str(exc))
+    return {**kwargs, "grid": grid, "grid_text": args.grid, "max_trials": args.max_trials,
+            "registered_model": args.registered_model, "experiment": args.experiment}, args.json
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    kwargs, as_json = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.tracking.recipes import parse_grid, print_figures, run_sweep
+    from skface.cli.report import print_figures
+    from skface.tracking.recipes import run_sweep
 
-    parse_grid(args.grid)  # a bad grid fails before any data is loaded
-    summary = run_sweep(args)
-    if args.json:
+    summary = run_sweep(**kwargs)
+    if as_json:
         print(json.dumps(summary, default=str))
         return 0
     print(f"\nSweep run {summary['run_id']}: best trial {summary['best_trial']} {summary['best_params']}")
-    print_figures(summary["figures"])
-    print(f"Registered {args.registered_model} version {summary['version']}: {summary['reason']}")
+    print_figures(summary["figures"], prefix="test_")
+    print(f"Registered {kwargs['registered_model']} version {summary['version']}: {summary['reason']}")
     return 0
 
 

@@ -12,12 +12,13 @@ import sys
 from skface.quiet import import_tensorflow_quietly
 
 
-def parse_args(argv=None):
+def parse_args(argv=None) -> dict:
+    """The keyword arguments of skface.tracking.recipes.run_train, and whether to print JSON."""
     from skface.cli.options import (
         add_configuration_argument,
         add_data_arguments,
         add_estimator_arguments,
-        apply_configuration,
+        training_arguments,
     )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -25,24 +26,28 @@ def parse_args(argv=None):
     add_estimator_arguments(parser)
     add_configuration_argument(parser)
     parser.add_argument("--registered-model", default="skface", help="registered model that gets a new version")
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'skface'); "
+                             "ignored under `mlflow run`, which sets it")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
-    apply_configuration(parser, args)
-    return args
+    kwargs = training_arguments(parser, args)
+    return {**kwargs, "registered_model": args.registered_model, "experiment": args.experiment}, args.json
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    kwargs, as_json = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.tracking.recipes import print_figures, run_train
+    from skface.cli.report import print_figures
+    from skface.tracking.recipes import run_train
 
-    summary = run_train(args)
-    if args.json:
+    summary = run_train(**kwargs)
+    if as_json:
         print(json.dumps(summary, default=str))
         return 0
     print(f"\nRun {summary['run_id']} on {summary['data']}")
-    print_figures(summary["figures"])
-    print(f"Registered {args.registered_model} version {summary['version']}: {summary['reason']}")
+    print_figures(summary["figures"], prefix="test_")
+    print(f"Registered {kwargs['registered_model']} version {summary['version']}: {summary['reason']}")
     return 0
 
 

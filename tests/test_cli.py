@@ -14,7 +14,8 @@ from skface.cli import main
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "model"
     code = main(
-        ["train", "--n-samples", "80", "--image-size", "16", "--epochs", "1", "--batch-size", "16", "--save", str(folder)]
+        ["train", "--data", "synthetic", "--n-synthetic", "80", "--image-size", "16", "--epochs", "1",
+         "--batch-size", "16", "--save", str(folder)]
     )
     assert code == 0
     return folder
@@ -27,7 +28,7 @@ def test_train_prints_held_out_figures_and_saves(trained, capsys):
 
 
 def test_train_output(tmp_path, capsys):
-    assert main(["train", "--n-samples", "40", "--image-size", "16", "--epochs", "1"]) == 0
+    assert main(["train", "--data", "synthetic", "--n-synthetic", "40", "--image-size", "16", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     assert "knows nothing about real faces" in out
     assert "age MAE (years)" in out and "gender accuracy" in out and "baseline" in out
@@ -116,22 +117,23 @@ def test_train_with_a_named_configuration(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(CONFIGURATIONS, "tiny", {"image_size": 16, "color": "rgb", "estimator": {
         "filters": (4,), "dense_units": 8, "bottleneck": 2, "epochs": 1, "age_head": "dex", "flip_tta": True,
         "validation_split": 0.0}})
-    assert main(["train", "--config", "tiny", "--n-samples", "60", "--save", str(tmp_path / "m")]) == 0
+    assert main(["train", "--data", "synthetic", "--config", "tiny", "--n-synthetic", "60",
+                 "--save", str(tmp_path / "m")]) == 0
     assert "Configuration 'tiny'" in capsys.readouterr().out
     model = load_pretrained(tmp_path / "m")
     estimator = model.steps[1][1]
     assert estimator.age_head == "dex" and model.steps[0][1].color == "rgb"
     assert estimator.validation_split == 0.0 and "val_loss" not in estimator.history_  # the configuration's
     assert estimator.model_.get_layer("bottleneck").filters == 2
-    # --validation-split still overrides the configuration's.
-    assert main(["train", "--config", "tiny", "--n-samples", "60", "--validation-split", "0.2",
-                 "--save", str(tmp_path / "v")]) == 0
-    assert load_pretrained(tmp_path / "v").steps[1][1].validation_split == 0.2
+    # The one rule for --config everywhere: an option that it would override is an error.
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "synthetic", "--config", "tiny", "--validation-split", "0.2"])
+    assert "leave out --validation-split, or leave out --config" in capsys.readouterr().err
     metadata = json.loads((tmp_path / "m" / "skface.json").read_text())["metadata"]
     assert metadata["configuration"] == "tiny" and "age_mae_20-39" in metadata["test_metrics"]
 
 
 def test_unknown_configuration_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
-        main(["train", "--config", "nope"])
+        main(["train", "--data", "synthetic", "--config", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err

@@ -4,9 +4,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
-from skface.cli.options import ESTIMATOR_OPTIONS
+from skface.cli.options import DATA_DEFAULTS, estimator_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,21 @@ def test_every_parameter_reaches_its_command():
             assert spec["type"] in ("string", "float", "path", "uri") and "default" in spec, (name, param)
 
 
-def test_training_entry_points_expose_every_hyperparameter():
-    project = yaml.safe_load((REPO / "MLproject").read_text())
-    for name in ("main", "sweep"):
-        assert set(ESTIMATOR_OPTIONS) <= set(project["entry_points"][name]["parameters"]), name
+@pytest.mark.parametrize("entry, command", [("main", "train"), ("sweep", "sweep")])
+def test_training_entry_points_expose_every_hyperparameter_with_the_estimators_default(entry, command):
+    """MLproject's defaults are the command line's, which are the estimator's but for COMMAND_LINE_DEFAULTS."""
+    parameters = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"][entry]["parameters"]
+    options = estimator_options(command)
+    assert set(options) <= set(parameters)
+    for name, option in options.items():
+        assert option.parse(str(parameters[name]["default"])) == option.default, name
+    for name, default in DATA_DEFAULTS.items():
+        value = parameters[name]["default"]
+        assert (value if isinstance(default, str) else type(default)(value)) == default, name
+
+
+def test_every_hyperparameter_has_help_from_the_estimators_docstring():
+    for name, option in estimator_options().items():
+        assert len(option.help) > 20, name
+    assert "Choices" not in estimator_options()["architecture"].help
+    assert estimator_options()["architecture"].choices == ("seed", "vgg_bn")

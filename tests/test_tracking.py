@@ -1,6 +1,5 @@
 """MLflow tracking, for real, against a temporary SQLite store."""
 
-import argparse
 import importlib.util
 import os
 import subprocess
@@ -13,24 +12,23 @@ import pytest
 from mlflow import MlflowClient
 
 from skface import UTKFaceError, write_synthetic_utkface
-from skface.cli.options import ESTIMATOR_OPTIONS
+from skface.cli.options import estimator_options, parse_grid
 from skface.data.sources import SyntheticDataWarning, resolve_data
-from skface.tracking.recipes import parse_grid, run_evaluate, run_sweep, run_train
+from skface.tracking.recipes import run_evaluate, run_sweep, run_train
 from skface.tracking.registry import promote
 from skface.tracking.runs import tracked_run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_ARGS = {name: default for name, (_, default, _) in ESTIMATOR_OPTIONS.items()}
-TINY_ARGS.update(
-    data="synthetic", n_synthetic=200, image_size=16, color="grayscale", test_split=0.25, seed=0, experiment=None,
-    filters="4,8", kernel_size=3, dense_units=8, dropout=0.2, learning_rate=3e-3, epochs=6, batch_size=16,
-    validation_split=0.2, age_loss_weight=1.0, gender_loss_weight=1.0, early_stopping=0, registered_model="skface",
-    config="none",
-)
+TINY_PARAMS = {name: option.default for name, option in estimator_options().items()}
+TINY_PARAMS.update(filters=(4, 8), kernel_size=3, dense_units=8, dropout=0.2, learning_rate=3e-3, epochs=6,
+                   batch_size=16, validation_split=0.2, early_stopping=None)
+TINY_DATA = {"data": "synthetic", "n_synthetic": 200, "image_size": 16, "color": "grayscale", "test_split": 0.25,
+             "seed": 0}
 
 
-def _args(**overrides):
-    return argparse.Namespace(**{**TINY_ARGS, **overrides})
+def _kwargs(data=None, **params):
+    """run_train's keyword arguments for a tiny network, with some hyperparameters or data options changed."""
+    return {**TINY_DATA, **(data or {}), "params": {**TINY_PARAMS, **params}}
 
 
 def _script(name):
@@ -60,7 +58,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(store):
-    return run_train(_args())
+    return run_train(**_kwargs())
 
 
 def test_run_logs_params_metrics_artifacts_and_tags(trained):
@@ -134,7 +132,7 @@ def test_logged_model_loads_as_pyfunc_and_as_estimator(trained):
 def test_worse_run_does_not_take_the_alias(trained):
     # A learning rate this small leaves the network where it started: clearly worse than
     # the first run (test score about 0.29 against 0.41).
-    worse = run_train(_args(learning_rate=1e-9, epochs=1))
+    worse = run_train(**_kwargs(learning_rate=1e-9, epochs=1))
     client = MlflowClient()
     assert worse["version"] == "2" and not worse["promoted"]
     assert str(client.get_model_version_by_alias("skface", "champion").version) == "1"
@@ -162,7 +160,7 @@ def test_champion_rule(store):
 
 def test_failed_run_is_marked_failed_and_keeps_what_it_logged(store):
     with pytest.raises(UTKFaceError, match="neither 'auto', 'synthetic' nor an existing path"):
-        run_train(_args(data=str(store / "missing")))
+        run_train(**_kwargs({"data": str(store / "missing")}))
     run = MlflowClient().search_runs(
         [mlflow.get_experiment_by_name("skface").experiment_id], order_by=["start_time DESC"], max_results=1
     )[0]
@@ -181,8 +179,8 @@ def test_interrupted_run_is_marked_killed(store):
 
 
 def test_evaluate_logs_the_same_test_metrics(trained):
-    summary = run_evaluate(argparse.Namespace(model_uri="models:/skface@champion", data="synthetic",
-                                              n_synthetic=200, test_split=0.25, seed=0, experiment=None))
+    summary = run_evaluate(model_uri="models:/skface@champion", data="synthetic", n_synthetic=200, test_split=0.25,
+                           seed=0)
     run = MlflowClient().get_run(summary["run_id"])
     original = MlflowClient().get_run(trained["run_id"]).data.metrics
     # Same data, same split, same model: the same test figures.
@@ -196,14 +194,14 @@ def test_evaluate_the_pretrained_model(trained, monkeypatch, tmp_path):
 
     save_pretrained(load_estimator(trained["model_uri"]), tmp_path / "shipped")
     monkeypatch.setattr("skface.network.persistence.default_pretrained_dir", lambda: tmp_path / "shipped")
-    summary = run_evaluate(argparse.Namespace(model_uri="pretrained", data="synthetic", n_synthetic=200,
-                                              test_split=0.25, seed=0, experiment=None))
+    summary = run_evaluate(model_uri="pretrained", data="synthetic", n_synthetic=200, test_split=0.25, seed=0)
     run = MlflowClient().get_run(summary["run_id"])
     assert run.data.params["model_uri"] == "pretrained" and "test_age_mae" in run.data.metrics
 
 
 def test_sweep_makes_child_runs_and_registers_the_best(store):
-    summary = run_sweep(_args(grid="dense_units=4,8", max_trials=2, epochs=1, registered_model="sweep"))
+    summary = run_sweep(grid=parse_grid("dense_units=4,8"), max_trials=2, registered_model="sweep",
+                        **_kwargs(epochs=1))
     client = MlflowClient()
     children = client.search_runs(
         [mlflow.get_experiment_by_name("skface").experiment_id],
@@ -222,8 +220,8 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
     monkeypatch.setitem(CONFIGURATIONS, "tiny", {"image_size": 16, "color": "rgb", "estimator": {
         "filters": (4,), "dense_units": 8, "bottleneck": 2, "epochs": 2, "age_head": "dex", "flip_tta": True,
         "validation_split": 0.0}})
-    args = _script("train").parse_args(["--config", "tiny", "--data", "synthetic", "--n-synthetic", "120"])
-    summary = run_train(args)
+    kwargs, _ = _script("train").parse_args(["--config", "tiny", "--data", "synthetic", "--n-synthetic", "120"])
+    summary = run_train(**kwargs)
     params = MlflowClient().get_run(summary["run_id"]).data.params
     assert params["config"] == "tiny" and params["image_size"] == "16" and params["color"] == "rgb"
     assert params["filters"] == "4" and params["epochs"] == "2" and params["age_head"] == "dex"
@@ -234,14 +232,13 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
 
 @pytest.mark.parametrize("script", ["train", "sweep"])
 def test_every_configuration_sets_its_options(script):
-    from skface.cli.options import estimator_params
     from skface.configurations import CONFIGURATIONS
 
     for name, config in CONFIGURATIONS.items():
-        args = _script(script).parse_args(["--config", name])
-        assert (args.image_size, args.color) == (config["image_size"], config["color"]), name
-        params = estimator_params(args)
-        assert {key: params[key] for key in config["estimator"]} == config["estimator"], name
+        kwargs, _ = _script(script).parse_args(["--config", name])
+        assert (kwargs["image_size"], kwargs["color"]) == (config["image_size"], config["color"]), name
+        assert kwargs["config"] == name
+        assert {key: kwargs["params"][key] for key in config["estimator"]} == config["estimator"], name
 
 
 def test_a_configuration_with_its_options_given_too_is_a_clear_error(capsys):
@@ -259,8 +256,8 @@ def test_a_configuration_with_its_options_given_too_is_a_clear_error(capsys):
     "text, match",
     [("dropout", "must read name=value1,value2"), ("colour=1,2", "unknown hyperparameter 'colour'"),
      ("epochs=a,b", "grid values of 'epochs' are not valid"),
-     ("zoom_tta=1.1/x", r"grid values of 'zoom_tta' are not valid \(expected comma-separated zoom factors"),
-     ("age_head=dex,ordinal", "expected one of regression, dex"), ("", "the grid is empty")],
+     ("zoom_tta=1.1/x", r"grid values of 'zoom_tta' are not valid \(expected comma-separated numbers"),
+     ("age_head=dex,ordinal", "expected one of dex, regression"), ("", "the grid is empty")],
 )
 def test_bad_grid(text, match):
     with pytest.raises(ValueError, match=match):
@@ -270,7 +267,7 @@ def test_bad_grid(text, match):
 def test_grid_parses_filters():
     assert parse_grid("filters=8/16,16/32;dropout=0.1") == {"filters": [(8, 16), (16, 32)], "dropout": [0.1]}
     assert parse_grid("zoom_tta=1.1/0.9,none") == {"zoom_tta": [(1.1, 0.9), ()]}
-    assert set(ESTIMATOR_OPTIONS) >= {"filters", "dropout", "epochs"}
+    assert set(estimator_options()) >= {"filters", "dropout", "epochs"}
 
 
 def test_auto_data_falls_back_to_synthetic_loudly(tmp_path):

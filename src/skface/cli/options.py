@@ -1,13 +1,50 @@
-"""Command-line options shared by the experiment scripts (imports nothing heavy, so ``--help`` is quick)."""
+"""Command-line options of ``skface train`` and the experiment scripts, derived from the estimator.
+
+:class:`~skface.AgeGenderCNN` is the one source of truth for its
+hyperparameters: the options' names and defaults come from its signature,
+their choices from its ``_parameter_constraints`` and their help from its
+numpydoc ``Parameters`` section (as skorch's ``cli.py`` derives help). The
+only defaults that differ on the command line are declared in
+:data:`COMMAND_LINE_DEFAULTS`, with the reason.
+
+Importing this module imports neither TensorFlow nor MLflow, so ``--help``
+is quick.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..network.estimator import AgeGenderCNN
+
+# Estimator parameters that are not options: the seed comes from --seed (it also seeds the
+# split and the synthetic faces), and the scripts set the verbosity and the callbacks.
+NOT_OPTIONS = ("random_state", "verbose", "callbacks")
+
+#: The one place where a command line's default differs from the estimator's, and why.
+COMMAND_LINE_DEFAULTS = {
+    # The main job (`mlflow run .`, experiments/train.py, `skface train`) trains the seed's 30
+    # epochs; the estimator's default of 10 keeps a fit in a notebook or a grid search short,
+    # which is also why a sweep's trials keep it.
+    "train": {"epochs": 30},
+    "sweep": {},
+}
+
+#: The data options, with their defaults: every training command takes these.
+DATA_DEFAULTS = {"data": "auto", "n_synthetic": 2000, "image_size": 64, "color": "grayscale",
+                 "test_split": 0.2, "seed": 0}
 
 
 def whole_number(text) -> int:
     """An int from "30" or "30.0" (MLproject passes numbers typed ``float``)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if not value.is_integer():
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
     return int(value)
@@ -23,7 +60,42 @@ def boolean(text) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _choice(*choices):
+def _number_list(kind: type, example: str) -> Callable:
+    def parse(text) -> tuple:
+        text = str(text).strip()
+        if text.lower() in ("", "none", "()"):
+            return ()
+        try:
+            return tuple(kind(float(v)) if kind is int and float(v).is_integer() else kind(v)
+                         for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers like {example} or none, "
+                                             f"got {text!r}") from None
+
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
+def share(text) -> float:
+    """A share of the data, strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def _optional_whole_number(text) -> int | None:
+    """A whole number, where 0 or "none" means None (MLproject has no null)."""
+    if str(text).strip().lower() in ("none", ""):
+        return None
+    value = whole_number(text)
+    return value or None
+
+
+def _choice(choices: list[str]) -> Callable:
     def parse(text):
         if text not in choices:
             raise argparse.ArgumentTypeError(f"expected one of {', '.join(choices)}, got {text!r}")
@@ -33,80 +105,120 @@ def _choice(*choices):
     return parse
 
 
-def zoom_factors(text) -> tuple[float, ...]:
-    """Zoom factors from "1.075,0.935"; "none" (or nothing) for none."""
-    text = str(text).strip()
-    if text.lower() in ("", "none", "()"):
-        return ()
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated zoom factors like 1.075,0.935 or none, "
-                                         f"got {text!r}") from None
+@dataclass(frozen=True)
+class Option:
+    """One estimator hyperparameter as a command-line option."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def format(self, value) -> str:
+        """``value`` as typed on the command line (and as logged to MLflow)."""
+        if isinstance(value, (tuple, list)):
+            return ",".join(map(str, value)) or "none"
+        if value is None:
+            return "0"
+        return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-# Estimator parameters that the command lines expose, with their parsers.
-ESTIMATOR_OPTIONS = {
-    "architecture": (_choice("seed", "vgg_bn"), "seed",
-                     "network: 'seed' (the seed's CNN) or 'vgg_bn' (double convolutions, batch norm, pooling)"),
-    "filters": (lambda text: tuple(int(v) for v in str(text).split(",")), "32,64,128,256",
-                "filters of each convolution block, comma-separated"),
-    "kernel_size": (whole_number, 3, "side of the convolution kernels"),
-    "dense_units": (whole_number, 256, "units of each head's dense layer"),
-    "bottleneck": (whole_number, 0, "with the seed network, a 1x1 convolution to this many channels before "
-                   "the flatten (smaller dense layers); 0 for none"),
-    "dropout": (float, 0.3, "dropout after each dense layer"),
-    "learning_rate": (float, 1e-3, "Adam's learning rate (the peak of a cosine schedule)"),
-    "lr_schedule": (_choice("constant", "cosine"), "constant", "learning-rate schedule: constant or cosine decay"),
-    "weight_decay": (float, 0.0, "decoupled weight decay (AdamW); 0 uses Adam"),
-    "augment": (boolean, False, "random flips, shifts, rotations, zoom and contrast while training"),
-    "age_head": (_choice("regression", "dex"), "regression",
-                 "age output: 'regression' (one ReLU unit) or 'dex' (expected value of a softmax over ages)"),
-    "label_smoothing": (float, 0.0, "label smoothing of the gender loss"),
-    "precision": (_choice("float32", "mixed_bfloat16"), "float32",
-                  "compute type: float32, or mixed_bfloat16 (fast on CPUs with AMX/AVX-512 BF16)"),
-    "flip_tta": (boolean, False, "average predictions with those of the mirrored image"),
-    "zoom_tta": (zoom_factors, "none", "also average with views zoomed by these factors, comma-separated "
-                 "(e.g. 1.075,0.935), or none"),
-    "epochs": (whole_number, 30, "training epochs"),
-    "batch_size": (whole_number, 32, "images per gradient step"),
-    "validation_split": (float, 0.1, "share of the training data held out for validation"),
-    "age_loss_weight": (float, 1.0, "weight of the age loss (MAE, years)"),
-    "gender_loss_weight": (float, 1.0, "weight of the gender loss (binary cross-entropy)"),
-    "early_stopping": (whole_number, 0, "patience in epochs on the validation loss; 0 trains all epochs"),
-}
+def _parameter_help() -> dict[str, str]:
+    """Each parameter's description in AgeGenderCNN's numpydoc, on one line."""
+    doc = inspect.getdoc(AgeGenderCNN) or ""
+    section = doc.split("Parameters\n----------\n", 1)[-1].split("\n\nAttributes\n", 1)[0]
+    helps, name = {}, None
+    for line in section.splitlines():
+        header = re.match(r"^(\w+) : ", line)
+        if header:
+            name = header.group(1)
+            helps[name] = []
+        elif name and line.startswith("    "):
+            helps[name].append(line.strip())
+    return {key: " ".join(lines) for key, lines in helps.items()}
 
-# Options whose value is a tuple, written comma-separated (and with "/" inside one choice of a grid).
-TUPLE_OPTIONS = ("filters", "zoom_tta")
+
+def _choices_of(name: str) -> tuple[str, ...]:
+    from sklearn.utils._param_validation import StrOptions
+
+    for constraint in getattr(AgeGenderCNN, "_parameter_constraints", {}).get(name, []):
+        if isinstance(constraint, StrOptions):
+            return tuple(sorted(constraint.options))
+    return ()
+
+
+def estimator_options(command: str = "train") -> dict[str, Option]:
+    """Every hyperparameter of :class:`~skface.AgeGenderCNN` as an :class:`Option`.
+
+    ``command`` (``"train"`` or ``"sweep"``) picks its defaults from
+    :data:`COMMAND_LINE_DEFAULTS`; the others are the estimator's own.
+    """
+    helps = _parameter_help()
+    overrides = COMMAND_LINE_DEFAULTS[command]
+    options = {}
+    for name, parameter in inspect.signature(AgeGenderCNN).parameters.items():
+        if name in NOT_OPTIONS:
+            continue
+        default, annotation = overrides.get(name, parameter.default), str(parameter.annotation)
+        choices = _choices_of(name)
+        if choices:
+            parse = _choice(list(choices))
+        elif isinstance(default, bool):
+            parse = boolean
+        elif annotation.startswith("tuple[int"):
+            parse = _number_list(int, "32,64")
+        elif annotation.startswith("tuple[float"):
+            parse = _number_list(float, "1.075,0.935")
+        elif annotation == "int | None":
+            parse = _optional_whole_number
+        elif isinstance(default, int):
+            parse = whole_number
+        elif isinstance(default, float):
+            parse = float
+        else:
+            raise TypeError(f"AgeGenderCNN's parameter {name!r} ({annotation}) has no command-line type; "
+                            "add one in skface.cli.options.estimator_options.")
+        options[name] = Option(name, parse, default, helps.get(name, ""), choices)
+    return options
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that choose and split the data."""
-    parser.add_argument("--data", default="auto",
+    d = DATA_DEFAULTS
+    parser.add_argument("--data", default=d["data"],
                         help="'auto' (a UTKFace folder or archive under ./data/, else synthetic faces), "
                              "'synthetic', or the path of a UTKFace folder or archive")
-    parser.add_argument("--n-synthetic", type=whole_number, default=2000, help="number of synthetic faces, when used")
-    parser.add_argument("--image-size", type=whole_number, default=64, help="side of the square input images in pixels")
-    parser.add_argument("--color", choices=["grayscale", "rgb"], default="grayscale", help="input colour")
-    parser.add_argument("--test-split", type=float, default=0.2,
+    parser.add_argument("--n-synthetic", type=whole_number, default=d["n_synthetic"],
+                        help="number of synthetic faces, when used")
+    parser.add_argument("--image-size", type=whole_number, default=d["image_size"],
+                        help="side of the square input images in pixels")
+    parser.add_argument("--color", choices=["grayscale", "rgb"], default=d["color"], help="input colour")
+    parser.add_argument("--test-split", type=share, default=d["test_split"],
                         help="share of the data held out for the test figures (stratified by age band and gender)")
-    parser.add_argument("--seed", type=whole_number, default=0, help="seed of the data split, synthetic faces and training")
-    parser.add_argument("--experiment", default=None,
-                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'skface'); "
-                             "ignored under `mlflow run`, which sets it")
+    parser.add_argument("--seed", type=whole_number, default=d["seed"],
+                        help="seed of the data split, synthetic faces and training")
 
 
-def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per AgeGenderCNN hyperparameter."""
-    for name, (kind, default, text) in ESTIMATOR_OPTIONS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind if name not in TUPLE_OPTIONS else str,
-                            default=default, help=text)
+def add_estimator_arguments(parser: argparse.ArgumentParser, command: str = "train") -> None:
+    """One option per AgeGenderCNN hyperparameter (see :func:`estimator_options`)."""
+    for option in estimator_options(command).values():
+        text = option.help.replace("%", "%%")
+        if option.choices:
+            text = f"{text} Choices: {', '.join(option.choices)}."
+        parser.add_argument(option.flag, type=option.parse, default=option.default, help=text,
+                            metavar=option.name.upper())
 
 
 def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
     """``--config NAME``: train a named configuration of :mod:`skface.configurations`.
 
-    See :func:`apply_configuration`, which the parsed arguments must go through.
+    The parsed arguments then go through :func:`training_arguments`, which
+    applies it.
     """
     from ..configurations import CONFIGURATIONS
 
@@ -115,37 +227,61 @@ def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
                              "every hyperparameter; 'none' takes them from the options")
 
 
-def apply_configuration(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Set the image size, colour and hyperparameters of ``args.config`` on ``args``, as if typed as options.
+def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str = "train") -> dict:
+    """The typed keyword arguments of the training recipes, from parsed options.
 
-    Hyperparameters that the configuration leaves out keep the options'
-    defaults. Any of these options given as well is an error through
-    ``parser`` (the configuration would silently override it).
+    With ``--config NAME``, the configuration sets the image size, colour and
+    every hyperparameter (those it leaves out keep the options' defaults);
+    giving any of those options as well is an error through ``parser``, since
+    the configuration would silently override it. This is the one rule for
+    ``--config`` in every command.
+
+    Returns
+    -------
+    kwargs : dict
+        ``data``, ``n_synthetic``, ``image_size``, ``color``, ``test_split``,
+        ``seed``, ``config`` (a name or None) and ``params`` (AgeGenderCNN's
+        hyperparameters).
     """
-    if args.config == "none":
-        return
-    from ..configurations import get_configuration
+    options = estimator_options(command)
+    kwargs = {name: getattr(args, name) for name in DATA_DEFAULTS}
+    params = {name: getattr(args, name) for name in options}
+    config = getattr(args, "config", "none")
+    kwargs["config"] = None if config == "none" else config
+    if kwargs["config"] is not None:
+        from ..configurations import get_configuration
 
-    config = get_configuration(args.config)
-    given = [name for name in ("image_size", "color", *ESTIMATOR_OPTIONS)
-             if getattr(args, name) != parser.get_default(name)]
-    if given:
-        options = ", ".join(f"--{name.replace('_', '-')}" for name in given)
-        parser.error(f"--config {args.config} sets the image size, colour and every hyperparameter, so {options} "
-                     f"would be ignored; leave out {options}, or leave out --config and give every option yourself.")
-    args.image_size, args.color = config["image_size"], config["color"]
-    for name, value in config["estimator"].items():
-        if name in TUPLE_OPTIONS:
-            value = ",".join(map(str, value)) or "none"
-        setattr(args, name, value)
+        configuration = get_configuration(config)
+        given = [name for name in ("image_size", "color", *options)
+                 if getattr(args, name) != parser.get_default(name)]
+        if given:
+            flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
+            parser.error(f"--config {config} sets the image size, colour and every hyperparameter, so {flags} "
+                         f"would be ignored; leave out {flags}, or leave out --config and give every option yourself.")
+        kwargs["image_size"], kwargs["color"] = configuration["image_size"], configuration["color"]
+        params.update(configuration["estimator"])
+    kwargs["params"] = params
+    return kwargs
 
 
-def estimator_params(args: argparse.Namespace) -> dict:
-    """AgeGenderCNN parameters from parsed options."""
-    params = {}
-    for name, (kind, _, _) in ESTIMATOR_OPTIONS.items():
-        value = getattr(args, name)
-        params[name] = kind(value) if name in TUPLE_OPTIONS else value
-    if params["early_stopping"] == 0:
-        params["early_stopping"] = None
-    return params
+def parse_grid(text: str) -> dict:
+    """``"dropout=0.2,0.4;dense_units=64,128"`` -> ``{"dropout": [0.2, 0.4], "dense_units": [64, 128]}``.
+
+    Tuple values (``filters``, ``zoom_tta``) are separated by ``/`` inside a
+    choice: ``"filters=16/32,32/64"``.
+    """
+    options = estimator_options("sweep")
+    grid = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        if "=" not in part:
+            raise ValueError(f"grid entry {part!r} must read name=value1,value2; e.g. 'dropout=0.2,0.4'.")
+        name, values = (s.strip() for s in part.split("=", 1))
+        if name not in options:
+            raise ValueError(f"grid names an unknown hyperparameter {name!r}; choose from {sorted(options)}.")
+        try:
+            grid[name] = [options[name].parse(v.replace("/", ",")) for v in values.split(",")]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise ValueError(f"grid values of {name!r} are not valid ({exc}), got {values!r}.") from None
+    if not grid:
+        raise ValueError("the grid is empty; pass e.g. 'dropout=0.2,0.4;dense_units=64,128'.")
+    return grid

@@ -128,3 +128,38 @@ def resolve_data(
     bunch.digest = digest.hexdigest()[:16]
     bunch.image_size, bunch.color = image_size, color
     return bunch
+
+
+def train_test_data(data: str = "auto", *, test_split: float = 0.2, seed: int = 0, **kwargs) -> Bunch:
+    """:func:`resolve_data` split into training and test faces, stratified by age band and gender.
+
+    Every training command splits this way, so that the same ``data`` and
+    ``seed`` give the same test faces everywhere.
+
+    Parameters
+    ----------
+    data : str, default="auto"
+        As in :func:`resolve_data`.
+    test_split : float, default=0.2
+        Share of the faces held out for testing, in (0, 1).
+    seed : int, default=0
+        Seed of the split and of the synthetic faces.
+    **kwargs
+        ``image_size``, ``color``, ``n_synthetic``, ... of :func:`resolve_data`.
+
+    Returns
+    -------
+    split : Bunch
+        ``data`` (what :func:`resolve_data` returned), ``X_train``,
+        ``X_test``, ``y_train``, ``y_test`` and ``test_filenames``.
+    """
+    from ..evaluation import stratified_split
+
+    if not 0 < test_split < 1:
+        raise ValueError(f"test_split must be between 0 and 1 (exclusive), got {test_split}.")
+    faces = resolve_data(data, random_state=seed, **kwargs)
+    train, test, _, _ = stratified_split(np.arange(len(faces.target)), faces.target, test_size=test_split,
+                                         random_state=seed)
+    train, test = np.sort(train), np.sort(test)
+    return Bunch(data=faces, X_train=faces.images[train], X_test=faces.images[test], y_train=faces.target[train],
+                 y_test=faces.target[test], test_filenames=np.asarray(faces.filenames)[test])

@@ -15,7 +15,6 @@ from pathlib import Path
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from ..cli.options import TUPLE_OPTIONS
 from ..data.preprocessing import ImagePreprocessor
 from ..exceptions import PretrainedModelError
 from .estimator import AgeGenderCNN
@@ -63,9 +62,6 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
         )
     check_is_fitted(estimator, "model_")
     params = estimator.get_params()
-    for name in TUPLE_OPTIONS:  # JSON has lists, not tuples
-        if isinstance(params[name], tuple):
-            params[name] = list(params[name])
     params["callbacks"] = None  # callbacks belong to a training session, not to the model
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None
@@ -144,9 +140,8 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
             f"{FORMAT_VERSION}; save the model again with this version."
         )
     params = dict(state["estimator"])
-    for name in TUPLE_OPTIONS:
-        if isinstance(params.get(name), list):
-            params[name] = tuple(params[name])
+    # JSON has lists where the estimator's parameters are tuples (filters, zoom_tta).
+    params = {name: tuple(value) if isinstance(value, list) else value for name, value in params.items()}
     estimator = AgeGenderCNN(**params)
     fitted = state["fitted"]
     estimator.input_shape_ = tuple(fitted["input_shape_"])

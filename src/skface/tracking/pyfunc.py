@@ -22,11 +22,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from ..data.imaging import decode_image
 from ..exceptions import ImageDecodeError
+from ..network.pipeline import ROW_FIELDS, predict_rows
 
 IMAGE_COLUMN = "image"
-OUTPUT_COLUMNS = ("age", "gender", "gender_probability", "error")
 ARTIFACT_KEY = "skface_model"
 
 # What the served model needs; pinned to the versions it was trained with.
@@ -47,40 +46,19 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
 
         self.use(load_pretrained(context.artifacts[ARTIFACT_KEY]))
         # Warm up: the first call builds TensorFlow's graph; do it at load, not on a request.
-        self._estimator.predict(np.zeros((1, *self._estimator.input_shape_), dtype=np.float32))
+        estimator = self.pipeline_[-1]
+        estimator.predict(np.zeros((1, *estimator.input_shape_), dtype=np.float32))
 
     def use(self, pipeline):
         """Serve this fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)``; returns self."""
         self.pipeline_ = pipeline
-        self._preprocessor, self._estimator = pipeline.steps[0][1], pipeline.steps[-1][1]
         return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Predict age and gender for each row of ``model_input``."""
-        images = _image_column(model_input)
-        rows = [{"age": None, "gender": None, "gender_probability": None, "error": ""} for _ in images]
-        decoded, good = [], []
-        pre = self._preprocessor
-        for index, value in enumerate(images):
-            try:
-                data = _to_bytes(value)
-                decoded.append(decode_image(data, pre.image_size, pre.color, max_pixels=pre.max_pixels))
-                good.append(index)
-            except ImageDecodeError as exc:
-                rows[index]["error"] = str(exc)
-        if good:
-            batch = np.stack(decoded)
-            y_pred, proba = self._estimator.predict_with_proba(batch)
-            p_female = proba[:, 1]
-            for index, (age, gender), p in zip(good, y_pred, p_female):
-                is_female = gender == 1
-                rows[index].update(
-                    age=float(age),
-                    gender="female" if is_female else "male",
-                    gender_probability=float(p if is_female else 1.0 - p),
-                )
+        rows = predict_rows(self.pipeline_, _image_column(model_input), read=_to_bytes)
         # Object columns keep None for bad rows, which JSON sends as null (a float column would send NaN).
-        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS), dtype=object)
+        return pd.DataFrame(rows, columns=list(ROW_FIELDS), dtype=object)
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -142,7 +120,7 @@ def _pip_requirements() -> list[str]:
     return requirements
 
 
-def _example_image(image_size: int, color: str) -> bytes:
+def _example_image(image_size: int) -> bytes:
     from PIL import Image
 
     from ..data.synthetic import make_synthetic_faces
@@ -175,8 +153,7 @@ def log_model(pipeline, *, name: str = "model", registered_model_name: str | Non
 
     from ..network.persistence import save_pretrained
 
-    preprocessor = pipeline.steps[0][1]
-    example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(preprocessor.image_size, preprocessor.color))]})
+    example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(pipeline[-1].input_shape_[0]))]})
     output = AgeGenderModel().use(pipeline).predict(None, example)
     with tempfile.TemporaryDirectory() as folder:
         saved = save_pretrained(pipeline, Path(folder) / ARTIFACT_KEY)

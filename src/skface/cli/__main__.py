@@ -1,0 +1,7 @@
+"""``python -m skface.cli``: the ``skface`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

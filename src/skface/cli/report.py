@@ -1,0 +1,40 @@
+"""Held-out figures as a table for the terminal, the same in ``skface train`` and the experiment scripts."""
+
+from __future__ import annotations
+
+from ..evaluation import AGE_BANDS
+
+_ROWS = (("age MAE (years)", "age_mae"), ("CS@5", "cs5"), ("gender accuracy", "gender_accuracy"),
+         ("gender ROC AUC", "gender_roc_auc"), ("score", "score"))
+
+
+def print_figures(figures: dict, baseline: dict | None = None, *, prefix: str = "") -> None:
+    """Print the main figures of :func:`skface.evaluation.evaluate`, then one line per age band.
+
+    Parameters
+    ----------
+    figures : dict
+        The model's figures, their names starting with ``prefix``.
+    baseline : dict, optional
+        Figures of a baseline (the median training age and the majority
+        gender), printed in a second column.
+    prefix : str, default=""
+        ``"test_"`` for figures as logged to MLflow.
+    """
+    header = f"  {'metric':<18}{'model':>10}" + (f"{'baseline':>10}" if baseline is not None else "")
+    print(header)
+    for label, key in _ROWS:
+        if prefix + key not in figures:
+            continue
+        line = f"  {label:<18}{figures[prefix + key]:>10.3f}"
+        if baseline is not None:
+            line += f"{baseline[key]:>10.3f}" if key in baseline else f"{0.5 if key == 'gender_roc_auc' else '':>10}"
+        print(line)
+    bands = [band for band, _, _ in AGE_BANDS if f"{prefix}n_{band}" in figures]
+    if bands:
+        print(f"  {'age band':<10}{'n':>6}{'age MAE':>9}{'gender acc':>12}")
+        for band in bands:
+            print(f"  {band:<10}{figures[f'{prefix}n_{band}']:>6.0f}{figures[f'{prefix}age_mae_{band}']:>9.2f}"
+                  f"{figures[f'{prefix}gender_accuracy_{band}']:>12.3f}")
+    if baseline is not None:
+        print("  (baseline: the median training age and the majority gender)")
