@@ -137,3 +137,20 @@ def test_unknown_configuration_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--data", "synthetic", "--config", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_predict_reports_a_missing_path_and_answers_the_others(trained, tmp_path, capsys):
+    Image.new("RGB", (40, 40), (200, 150, 120)).save(tmp_path / "a.jpg")
+    code = main(["predict", str(tmp_path / "missing.jpg"), str(tmp_path / "a.jpg"), "--model", str(trained),
+                 "--json"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1
+    assert rows[0]["age"] is None and "missing.jpg" in rows[0]["file"] and rows[0]["error"]
+    assert rows[1]["age"] is not None and not rows[1]["error"]
+
+
+def test_predict_on_an_empty_folder_is_an_error(trained, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty"), "--model", str(trained)]) == 1
+    err = capsys.readouterr().err
+    assert f"the folder {tmp_path / 'empty'} holds no files" in err

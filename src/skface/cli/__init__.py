@@ -41,7 +41,8 @@ def _predict_parser(sub) -> None:
         help="predict age and gender for image files or folders",
         description=(
             "Predict age and gender for image files, or every file in the given folders (recursively). "
-            "Unreadable files are reported and skipped; the exit status is 1 if any was."
+            "Unreadable or missing files and empty folders are reported and the other files answered; "
+            "the exit status is 1 if any was."
         ),
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
@@ -104,16 +105,23 @@ def _train(args) -> int:
     return 0
 
 
-def _image_files(inputs: list[Path]) -> list[Path]:
-    files = []
+def _image_files(inputs: list[Path]) -> tuple[list[Path], int]:
+    """Every file to answer, and how many inputs were empty folders (each reported on stderr).
+
+    A path that does not exist stays in the list: its row reports it, and the other files go on.
+    """
+    files, n_empty = [], 0
     for item in inputs:
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file()))
-        elif item.is_file():
-            files.append(item)
+            found = sorted(p for p in item.rglob("*") if p.is_file())
+            if not found:
+                print(f"skface predict: error: the folder {item} holds no files; pass image files or a folder "
+                      "of images.", file=sys.stderr)
+                n_empty += 1
+            files.extend(found)
         else:
-            raise SystemExit(f"skface predict: no such file or folder: {item}")
-    return files
+            files.append(item)
+    return files, n_empty
 
 
 def _load_model(spec: str | None):
@@ -139,11 +147,13 @@ def _predict(args) -> int:
     if args.batch_size < 1:
         raise SystemExit(f"skface predict: --batch-size must be at least 1, got {args.batch_size}.")
     pipeline = _load_model(args.model)
-    files = _image_files(args.inputs)
+    files, n_empty = _image_files(args.inputs)
+    if not files:
+        return 1
+    n_errors = 0
     width = max([len(str(f)) for f in files] + [4])
     if not args.json:
         print(f"{'file':<{width}}  {'age':>5}  {'gender':<7} {'p':>5}")
-    n_errors = 0
     with tqdm(total=len(files), desc="Predicting", unit="img", disable=len(files) <= args.batch_size) as bar:
         for start in range(0, len(files), args.batch_size):
             batch = files[start:start + args.batch_size]
@@ -163,7 +173,7 @@ def _predict(args) -> int:
             bar.update(len(batch))
     if n_errors:
         print(f"{n_errors} of {len(files)} files could not be read.", file=sys.stderr)
-    return 1 if n_errors else 0
+    return 1 if n_errors or n_empty else 0
 
 
 def main(argv: list[str] | None = None) -> int:
