@@ -154,3 +154,29 @@ def test_predict_on_an_empty_folder_is_an_error(trained, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "empty"), "--model", str(trained)]) == 1
     err = capsys.readouterr().err
     assert f"the folder {tmp_path / 'empty'} holds no files" in err
+
+
+def test_predict_with_a_model_uri_that_does_not_resolve(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+    assert main(["predict", "a.png", "--model", "models:/skface@champion"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot load models:/skface@champion: the tracking store sqlite:///{tmp_path / 'mlflow.db'}" in err
+    assert "MLFLOW_TRACKING_URI is not set" in err and "Traceback" not in err
+    assert not (tmp_path / "mlflow.db").exists()  # no empty store left behind
+
+
+def test_predict_with_a_registered_model_that_does_not_exist(tmp_path, capsys, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        mlflow.MlflowClient().search_experiments()  # creates the store
+        Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+        assert main(["predict", str(tmp_path / "a.png"), "--model", "models:/nobody@champion"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot load models:/nobody@champion from the tracking store" in err and "nobody" in err
+    finally:
+        mlflow.set_tracking_uri(None)

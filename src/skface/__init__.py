@@ -18,6 +18,7 @@ from .data.synthetic import make_synthetic_faces, write_synthetic_utkface
 from .data.utkface import CacheWarning, SkippedFilesWarning, load_utkface
 from .exceptions import (
     ImageDecodeError,
+    ModelNotFoundError,
     NotFittedEstimatorError,
     PretrainedModelError,
     SkfaceError,
@@ -31,6 +32,7 @@ __all__ = [
     "CacheWarning",
     "ImageDecodeError",
     "ImagePreprocessor",
+    "ModelNotFoundError",
     "NotFittedEstimatorError",
     "PretrainedModelError",
     "SkfaceError",

@@ -25,3 +25,7 @@ class NotFittedEstimatorError(SkfaceError, NotFittedError):
 
 class PretrainedModelError(SkfaceError, FileNotFoundError):
     """The pretrained model is missing or incomplete."""
+
+
+class ModelNotFoundError(SkfaceError, LookupError):
+    """An MLflow model URI does not resolve in the tracking store in use."""

@@ -22,7 +22,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from ..exceptions import ImageDecodeError
+from ..exceptions import ImageDecodeError, ModelNotFoundError
 from ..network.pipeline import ROW_FIELDS, predict_rows
 
 IMAGE_COLUMN = "image"
@@ -182,5 +182,27 @@ def load_estimator(model_uri: str):
     -------
     pipeline : Pipeline
         ``ImagePreprocessor`` then ``AgeGenderCNN``, as trained.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If the URI does not resolve in the tracking store in use (named in
+        the message); a local store that does not exist is not created.
     """
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().pipeline_
+    import os
+
+    tracking_uri = mlflow.get_tracking_uri()
+    where = (f"the tracking store {tracking_uri}" + ("" if os.environ.get("MLFLOW_TRACKING_URI")
+                                                     else " (MLFLOW_TRACKING_URI is not set)"))
+    fix = ("run from the folder that holds the store you trained with, or set MLFLOW_TRACKING_URI to it "
+           "(e.g. sqlite:////path/to/mlflow.db or http://tracking-host:5000)")
+    store = Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+    if store is not None and not store.is_file() and model_uri.startswith(("models:/", "runs:/")):
+        # Checked before MLflow opens the store, which would create an empty one as a side effect.
+        raise ModelNotFoundError(f"cannot load {model_uri}: {where} does not exist; {fix}.")
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise ModelNotFoundError(f"cannot load {model_uri} from {where}: {message}; {fix}.") from None
+    return model.unwrap_python_model().pipeline_
