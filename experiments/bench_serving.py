@@ -6,24 +6,21 @@ and prints throughput, latency percentiles, errors and the server's peak
 memory. Beside it, measured in the same run on the same model: in-process
 `predict` throughput on batches, and one image through the pipeline.
 
-Without --model-uri, a model of the default configuration is trained for one
-epoch on synthetic faces and logged to a temporary MLflow store, so the
-benchmark runs on a fresh machine.
+Without --model-uri, a model with the estimator's default parameters is
+trained for one epoch on synthetic faces and logged to a temporary MLflow
+store, so the benchmark runs on a fresh machine.
 """
 
 import argparse
-import base64
-import io
-import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 from skface.cli.options import whole_number
 from skface.quiet import import_tensorflow_quietly
@@ -60,19 +57,6 @@ def _quick_model(folder: Path) -> str:
         return log_model(pipeline).model_uri
 
 
-def request_body(image_size: int) -> tuple[bytes, bytes]:
-    from PIL import Image
-
-    from skface import make_synthetic_faces
-
-    X, _ = make_synthetic_faces(1, image_size=image_size, color="rgb", random_state=0)
-    buf = io.BytesIO()
-    Image.fromarray(X[0]).save(buf, format="JPEG", quality=90)
-    jpeg = buf.getvalue()
-    body = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(jpeg).decode()]]}}
-    return json.dumps(body).encode(), jpeg
-
-
 def _tree_rss(pid: int) -> int:
     import psutil
 
@@ -83,48 +67,12 @@ def _tree_rss(pid: int) -> int:
         return 0
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def load(url: str, body: bytes, clients: int, seconds: float, max_requests: int):
-    latencies, errors, lock = [], [0], threading.Lock()
-    sent = [0]
-    stop_at = time.perf_counter() + seconds
-
-    def client():
-        while time.perf_counter() < stop_at:
-            with lock:
-                if sent[0] >= max_requests:
-                    return
-                sent[0] += 1
-            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-            start = time.perf_counter()
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    ok = response.status == 200 and not json.loads(response.read())["predictions"][0]["error"]
-            except (urllib.error.URLError, OSError, ValueError, KeyError):
-                ok = False
-            elapsed = time.perf_counter() - start
-            with lock:
-                latencies.append(elapsed)
-                errors[0] += not ok
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies, errors[0], time.perf_counter() - start
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
 
     from skface.tracking.pyfunc import load_estimator
+    from skface.tracking.scoring_requests import request_body, send_requests
 
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = args.model_uri or _quick_model(Path(tmp))
@@ -161,25 +109,28 @@ def main(argv=None) -> int:
 
                 threading.Thread(target=watch, daemon=True).start()
                 # One request alone first: the end-to-end latency of a single image on an idle server.
-                alone, _, _ = load(f"{url}/invocations", body, 1, 5.0, 50)
-                latencies, errors, wall = load(f"{url}/invocations", body, args.clients, args.seconds,
-                                               args.max_requests)
+                alone, _, _ = send_requests(f"{url}/invocations", body, clients=1, seconds=5.0, max_requests=50)
+                latencies, errors, wall = send_requests(f"{url}/invocations", body, clients=args.clients,
+                                                        seconds=args.seconds, max_requests=args.max_requests)
         except RuntimeError as exc:
             raise SystemExit(f"bench_serving: {exc}") from None
         finally:
             watching.set()
 
     ms = 1000.0
+    # Each percentile is the nearest observation: a latency that some request really took.
+    p95_alone = np.percentile(alone, 95, method="nearest")
+    percentiles = {q: np.percentile(latencies, q, method="nearest") for q in (50, 95, 99)}
     print(f"\nModel {model_uri}; {args.image_size}px JPEG per request; {os.cpu_count()} CPUs")
     print(f"{'':<44}{'value':>12}")
     print(f"{'in-process predict, batch of 512 (images/s)':<44}{batch_rate:>12.0f}")
     print(f"{'in-process pipeline, 1 image p50 (ms)':<44}{statistics.median(single) * ms:>12.2f}")
     print(f"{'served, 1 client, 1 image p50 (ms)':<44}{statistics.median(alone) * ms:>12.2f}")
-    print(f"{'served, 1 client, 1 image p95 (ms)':<44}{percentile(alone, 95) * ms:>12.2f}")
+    print(f"{'served, 1 client, 1 image p95 (ms)':<44}{p95_alone * ms:>12.2f}")
     print(f"{f'served, {args.clients} clients: requests':<44}{len(latencies):>12d}")
     print(f"{f'served, {args.clients} clients: throughput (img/s)':<44}{len(latencies) / wall:>12.1f}")
-    for q in (50, 95, 99):
-        print(f"{f'served, {args.clients} clients: p{q} (ms)':<44}{percentile(latencies, q) * ms:>12.2f}")
+    for q, value in percentiles.items():
+        print(f"{f'served, {args.clients} clients: p{q} (ms)':<44}{value * ms:>12.2f}")
     print(f"{'served: errors':<44}{errors:>12d}")
     print(f"{'server peak memory (MiB, process tree)':<44}{peak[0] / 2**20:>12.0f}")
     return 1 if errors else 0

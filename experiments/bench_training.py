@@ -37,42 +37,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def forward_flops(model) -> int:
-    """Floating-point operations of one image's forward pass through the convolutions and trained dense layers.
-
-    Counts two per multiply-add (a convolution: output height x width x kernel
-    height x width x input channels x filters); pooling, activations and
-    normalisation are left out. A training step costs about three times this:
-    the forward pass, then the gradients with respect to inputs and weights.
-    """
-    import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            height, width = layer.output.shape[1:3]
-            total += 2 * height * width * int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, keras.layers.Dense) and layer.trainable:
-            total += 2 * int(np.prod(layer.kernel.shape))
-    return int(total)
-
-
-def matmul_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
-    """Median GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype`` (this machine's practical peak)."""
-    import tensorflow as tf
-
-    a = tf.random.uniform((size, size), dtype="float32")
-    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-    product = tf.function(tf.linalg.matmul)
-    product(a, b).numpy()  # traces, and warms the caches
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        product(a, b).numpy()
-        rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import_tensorflow_quietly()
@@ -82,6 +46,7 @@ def main(argv=None) -> int:
     from skface.data.sources import resolve_data
     from skface.network.architecture import age_distribution, build_model
     from skface.network.input_pipeline import array_dataset
+    from skface.network.measure import forward_flops, matmul_gflops
 
     config = get_configuration(args.config)
     data = resolve_data(args.data, image_size=config["image_size"], color=config["color"],

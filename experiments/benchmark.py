@@ -29,9 +29,6 @@ from pathlib import Path
 from skface.cli.options import boolean, whole_number
 from skface.quiet import import_tensorflow_quietly
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_serving  # noqa: E402  (the sibling script's request and timing helpers)
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -67,8 +64,9 @@ def main(argv=None) -> int:
     from skface.configurations import get_configuration
     from skface.data.sources import resolve_data
     from skface.evaluation import AGE_BANDS, evaluate, stratified_split
+    from skface.tracking.scoring_requests import request_body
 
-    body, jpeg = bench_serving.request_body(200)
+    body, jpeg = request_body(200)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     configs = {name: get_configuration(name) for name in names}
     results, fitted = {}, {}
@@ -202,8 +200,10 @@ def _serve(stack: contextlib.ExitStack, pipeline, folder: Path, name: str) -> st
 
 def _served_ms(url: str, body: bytes, repeats: int) -> float:
     """Median milliseconds of one-image requests to the scoring server at ``url``, one at a time."""
-    bench_serving.load(f"{url}/invocations", body, 1, 5.0, 5)  # warm-up
-    latencies, errors, _ = bench_serving.load(f"{url}/invocations", body, 1, 120.0, repeats)
+    from skface.tracking.scoring_requests import send_requests
+
+    send_requests(f"{url}/invocations", body, clients=1, seconds=5.0, max_requests=5)  # warm-up
+    latencies, errors, _ = send_requests(f"{url}/invocations", body, clients=1, seconds=120.0, max_requests=repeats)
     if errors:
         raise RuntimeError(f"{errors} of {len(latencies)} requests to the scoring server at {url} failed.")
     return 1000 * statistics.median(latencies)

@@ -1,12 +1,18 @@
-"""The accuracy benchmark script, as a quick dry run on synthetic faces."""
+"""The benchmark scripts, as quick dry runs on synthetic faces, and the measuring helpers they use."""
 
+import base64
+import http.server
 import importlib.util
+import io
+import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from skface.configurations import CONFIGURATIONS, get_configuration
+from skface.tracking.scoring_requests import request_body, send_requests
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +47,10 @@ def test_unknown_configuration():
 @pytest.mark.slow
 def test_benchmark_prints_configurations_side_by_side(capsys):
     assert _script().main(["--data", "synthetic", "--n-synthetic", "60", "--epochs", "1",
-                           "--configs", "seed,regularized", "--serve", "--repeats", "3"]) == 0
+                           "--configs", "seed,narrow80fast", "--serve", "--repeats", "3"]) == 0
     out = capsys.readouterr().out
     header = [line for line in out.splitlines() if line.strip().startswith("seed")][-1]
-    assert header.split() == ["seed", "regularized"]
+    assert header.split() == ["seed", "narrow80fast"]
     assert "age MAE (years)" in out and "seconds per epoch" in out and "60plus age MAE" in out
     assert "Keras predict, 1 view img/s" in out and "Keras predict img/s vs seed" in out
     rows = {line[:26].strip(): line[26:].split() for line in out.splitlines() if len(line) > 26}
@@ -58,6 +64,8 @@ def test_benchmark_prints_configurations_side_by_side(capsys):
 def test_forward_flops_counts_convolutions_and_trained_dense_layers():
     import keras
 
+    from skface.network.measure import forward_flops
+
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 6 x 6 outputs x (3 x 3 x 2 x 4) multiply-adds
     x = keras.layers.MaxPooling2D(2)(x)
@@ -66,7 +74,67 @@ def test_forward_flops_counts_convolutions_and_trained_dense_layers():
     x = keras.layers.Dense(5)(x)  # 72 x 5
     frozen = keras.layers.Dense(1, trainable=False)  # a fixed read-out, as the DEX head's expectation: not counted
     model = keras.Model(inputs, frozen(x))
-    assert _script("bench_training").forward_flops(model) == 2 * (36 * 72 + 9 * 32 + 72 * 5)
+    assert forward_flops(model) == 2 * (36 * 72 + 9 * 32 + 72 * 5)
+
+
+def test_matmul_gflops_is_a_positive_rate():
+    from skface.network.measure import matmul_gflops
+
+    assert matmul_gflops("float32", size=64, repeats=2) > 0
+
+
+def test_request_body_is_one_jpeg_in_the_served_models_format():
+    from PIL import Image
+
+    body, jpeg = request_body(48)
+    request = json.loads(body)
+    assert request["dataframe_split"]["columns"] == ["image"]
+    [[encoded]] = request["dataframe_split"]["data"]
+    assert base64.b64decode(encoded) == jpeg
+    with Image.open(io.BytesIO(jpeg)) as image:
+        assert (image.format, image.size) == ("JPEG", (48, 48))
+
+
+class _ScoringStub(http.server.BaseHTTPRequestHandler):
+    """Answers like the served model: the request's ``error`` field (empty means a good row)."""
+
+    def do_POST(self):
+        error = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["error"]
+        answer = json.dumps({"predictions": [{"age": 30.0, "error": error}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def stub_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ScoringStub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/invocations"
+    server.shutdown()
+    server.server_close()
+
+
+def test_send_requests_stops_at_max_requests_and_counts_errors(stub_url):
+    good, bad = json.dumps({"error": ""}).encode(), json.dumps({"error": "not an image"}).encode()
+    latencies, errors, wall = send_requests(stub_url, good, clients=3, seconds=30.0, max_requests=7)
+    assert len(latencies) == 7 and errors == 0 and all(0 < t <= wall for t in latencies)
+    latencies, errors, _ = send_requests(stub_url, bad, clients=2, seconds=30.0, max_requests=4)
+    assert len(latencies) == 4 and errors == 4  # answered 200, but every row flagged
+
+
+def test_send_requests_stops_after_its_time():
+    # Nothing listens on the port: every request fails at once, and the clients stop when the time is up.
+    from skface.tracking.servers import free_port
+
+    latencies, errors, wall = send_requests(f"http://127.0.0.1:{free_port()}/invocations", b"{}", clients=2,
+                                            seconds=0.3, max_requests=10**9)
+    assert 0 < len(latencies) == errors and 0.3 <= wall < 5
 
 
 @pytest.mark.slow

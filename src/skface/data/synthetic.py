@@ -25,7 +25,7 @@ check that a network can learn at all; never to judge how a model will do on
 photographs.
 
 :func:`make_synthetic_faces` returns the faces as arrays, ready for
-:class:`skface` estimators; :func:`write_synthetic_utkface` writes them as a
+:class:`skface.AgeGenderCNN`; :func:`write_synthetic_utkface` writes them as a
 folder of JPEG files named like UTKFace's, so that the UTKFace loader can be
 exercised end to end. For the same ``n_samples``, ``image_size`` and
 ``random_state`` both draw the same labels and the same faces.
