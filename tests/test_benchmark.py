@@ -2,26 +2,17 @@
 
 import base64
 import http.server
-import importlib.util
 import io
 import json
 import re
 import threading
-from pathlib import Path
 
 import pytest
 
 from skface.configurations import CONFIGURATIONS, get_configuration
 from skface.tracking.scoring_requests import request_body, send_requests
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script(name="benchmark"):
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .scripts import load_script
 
 
 def test_seed_configuration_is_the_seed():
@@ -35,7 +26,7 @@ def test_seed_configuration_is_the_seed():
 @pytest.mark.parametrize("option", ["--rounds", "--repeats"])
 def test_benchmark_needs_at_least_one_timing(option, capsys):
     with pytest.raises(SystemExit):
-        _script().parse_args([option, "0"])
+        load_script("benchmark").parse_args([option, "0"])
     assert "--rounds and --repeats must be at least 1" in capsys.readouterr().err
 
 
@@ -46,7 +37,7 @@ def test_unknown_configuration():
 
 @pytest.mark.slow
 def test_benchmark_prints_configurations_side_by_side(capsys):
-    assert _script().main(["--data", "synthetic", "--n-synthetic", "60", "--epochs", "1",
+    assert load_script("benchmark").main(["--data", "synthetic", "--n-synthetic", "60", "--epochs", "1",
                            "--configs", "seed,narrow80fast", "--serve", "--repeats", "3"]) == 0
     out = capsys.readouterr().out
     header = [line for line in out.splitlines() if line.strip().startswith("seed")][-1]
@@ -139,7 +130,7 @@ def test_send_requests_stops_after_its_time():
 
 @pytest.mark.slow
 def test_training_benchmark_prints_both_pipelines_and_the_ratio(capsys):
-    module = _script("bench_training")
+    module = load_script("bench_training")
     assert module.main(["--data", "synthetic", "--config", "narrow80", "--n-images", "64", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
     rows = {line.split("  ")[0]: line for line in out.splitlines() if line.startswith(("keras numpy", "skface"))}

@@ -1,6 +1,5 @@
 """MLflow tracking, for real, against a temporary SQLite store."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from skface.tracking.recipes import run_evaluate, run_sweep, run_train
 from skface.tracking.registry import promote
 from skface.tracking.runs import tracked_run
 
+from .scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = {name: option.default for name, option in estimator_options().items()}
 TINY_PARAMS.update(filters=(4, 8), kernel_size=3, dense_units=8, dropout=0.2, learning_rate=3e-3, epochs=6,
@@ -31,11 +32,6 @@ def _kwargs(data=None, **params):
     return {**TINY_DATA, **(data or {}), "params": {**TINY_PARAMS, **params}}
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +216,7 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
     monkeypatch.setitem(CONFIGURATIONS, "tiny", {"image_size": 16, "color": "rgb", "estimator": {
         "filters": (4,), "dense_units": 8, "bottleneck": 2, "epochs": 2, "age_head": "dex", "flip_tta": True,
         "validation_split": 0.0}})
-    kwargs, _ = _script("train").parse_args(["--config", "tiny", "--data", "synthetic", "--n-synthetic", "120"])
+    kwargs, _ = load_script("train").parse_args(["--config", "tiny", "--data", "synthetic", "--n-synthetic", "120"])
     summary = run_train(**kwargs)
     params = MlflowClient().get_run(summary["run_id"]).data.params
     assert params["config"] == "tiny" and params["image_size"] == "16" and params["color"] == "rgb"
@@ -235,7 +231,7 @@ def test_every_configuration_sets_its_options(script):
     from skface.configurations import CONFIGURATIONS
 
     for name, config in CONFIGURATIONS.items():
-        kwargs, _ = _script(script).parse_args(["--config", name])
+        kwargs, _ = load_script(script).parse_args(["--config", name])
         assert (kwargs["image_size"], kwargs["color"]) == (config["image_size"], config["color"]), name
         assert kwargs["config"] == name
         assert {key: kwargs["params"][key] for key in config["estimator"]} == config["estimator"], name
@@ -243,12 +239,12 @@ def test_every_configuration_sets_its_options(script):
 
 def test_a_configuration_with_its_options_given_too_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
-        _script("train").parse_args(["--config", "narrow80fast", "--epochs", "5", "--color", "rgb"])
+        load_script("train").parse_args(["--config", "narrow80fast", "--epochs", "5", "--color", "rgb"])
     error = capsys.readouterr().err
     assert "--config narrow80fast sets the image size, colour and every hyperparameter" in error
     assert "leave out --color, --epochs, or leave out --config" in error
     with pytest.raises(SystemExit):
-        _script("train").parse_args(["--config", "fastest"])
+        load_script("train").parse_args(["--config", "fastest"])
     assert "invalid choice: 'fastest'" in capsys.readouterr().err
 
 
