@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from skface import UTKFaceError, write_synthetic_utkface
 from skface.cli.options import estimator_options, parse_grid
-from skface.data.sources import SyntheticDataWarning, resolve_data
+from skface.data.sources import SyntheticDataWarning, resolve_data, train_test_data
 from skface.tracking.recipes import run_evaluate, run_sweep, run_train
 from skface.tracking.registry import promote
 from skface.tracking.runs import tracked_run
@@ -141,17 +141,53 @@ def test_champion_rule(store):
     name = "rule-check"
     client.create_registered_model(name)
     versions = [client.create_model_version(name, source=str(store)).version for _ in range(5)]
-    assert promote(client, name, versions[0], data_kind="synthetic", data_source="synthetic", score=0.9)[0]
+    scored = []
+
+    def champion_scores(score):
+        def score_champion(uri):
+            scored.append(uri)
+            return score
+        return score_champion
+
+    def never(uri):
+        raise AssertionError(f"the rule must not score {uri} here")
+
+    assert promote(client, name, versions[0], data_kind="synthetic", data_source="synthetic", score=0.9,
+                   score_champion=never)[0]
     # Real faces displace a synthetic champion even with a lower score.
-    moved, reason = promote(client, name, versions[1], data_kind="utkface", data_source="/data/a", score=0.2)
+    moved, reason = promote(client, name, versions[1], data_kind="utkface", data_source="/data/a", score=0.2,
+                            score_champion=never)
     assert moved and "real faces" in reason
     # A synthetic run never displaces a real-face champion.
-    moved, reason = promote(client, name, versions[2], data_kind="synthetic", data_source="synthetic", score=0.99)
-    assert not moved and "different data" in reason
-    # Same source: the better score wins, a worse one does not.
-    assert not promote(client, name, versions[3], data_kind="utkface", data_source="/data/a", score=0.1)[0]
-    assert promote(client, name, versions[4], data_kind="utkface", data_source="/data/a", score=0.3)[0]
+    moved, reason = promote(client, name, versions[2], data_kind="synthetic", data_source="synthetic", score=0.99,
+                            score_champion=never)
+    assert not moved and "never displaces a real-face champion" in reason
+    # Otherwise the champion is scored on the new version's test faces, whatever it was trained on.
+    moved, reason = promote(client, name, versions[3], data_kind="utkface", data_source="/data/b", score=0.3,
+                            score_champion=champion_scores(0.35))
+    assert not moved and reason == ("not promoted: test score 0.3000 does not beat champion v2's 0.3500 on the "
+                                    "same test faces of /data/b")
+    moved, reason = promote(client, name, versions[4], data_kind="utkface", data_source="/data/b", score=0.3,
+                            score_champion=champion_scores(0.25))
+    assert moved and "beats champion v2's 0.2500" in reason
+    assert scored == [f"models:/{name}/2", f"models:/{name}/2"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == str(versions[4])
+
+
+def test_champion_is_scored_on_the_new_versions_test_faces(trained):
+    """A run on other data does not compare stored scores: the champion is scored on the run's own test faces."""
+    other = run_train(**_kwargs({"seed": 3}, epochs=1, learning_rate=1e-9))  # another split; a useless network
+    tag = MlflowClient().get_model_version("skface", other["version"]).tags["skface.promotion"]
+    assert not other["promoted"] and tag.startswith("not promoted: test score")
+    assert tag.endswith("on the same synthetic test faces")
+    champion_score = float(tag.split("'s ")[1].split()[0])
+    from skface.evaluation import evaluate
+    from skface.tracking.pyfunc import load_estimator
+
+    split = train_test_data("synthetic", test_split=0.25, seed=3, image_size=16, color="grayscale", n_synthetic=200)
+    pipeline = load_estimator("models:/skface/1")
+    assert champion_score == pytest.approx(
+        evaluate(split.y_test, *pipeline[-1].predict_with_proba(split.X_test))["score"], abs=1e-4)
 
 
 def test_failed_run_is_marked_failed_and_keeps_what_it_logged(store):
@@ -193,6 +229,22 @@ def test_evaluate_the_pretrained_model(trained, monkeypatch, tmp_path):
     summary = run_evaluate(model_uri="pretrained", data="synthetic", n_synthetic=200, test_split=0.25, seed=0)
     run = MlflowClient().get_run(summary["run_id"])
     assert run.data.params["model_uri"] == "pretrained" and "test_age_mae" in run.data.metrics
+
+
+def test_evaluate_uses_the_faces_the_model_was_trained_on(store, tmp_path):
+    write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
+    trained_here = run_train(registered_model="real", **_kwargs({"data": str(tmp_path / "faces")}, epochs=1))
+    summary = run_evaluate(model_uri=trained_here["model_uri"], test_split=0.25, seed=0)  # data="auto"
+    params = MlflowClient().get_run(summary["run_id"]).data.params
+    assert params["data_source"] == str((tmp_path / "faces").resolve())
+    original = MlflowClient().get_run(trained_here["run_id"]).data.metrics
+    assert MlflowClient().get_run(summary["run_id"]).data.metrics["test_age_mae"] == pytest.approx(
+        original["test_age_mae"], rel=1e-5)
+    # Once those faces are gone, a real-face model is not scored on synthetic faces unless asked.
+    (tmp_path / "faces").rename(tmp_path / "moved")
+    with pytest.raises(UTKFaceError, match=r"was trained on real faces .* pass data=PATH .* or data=synthetic"):
+        run_evaluate(model_uri=trained_here["model_uri"], test_split=0.25, seed=0)
+    assert run_evaluate(model_uri=trained_here["model_uri"], data="synthetic", n_synthetic=40, test_split=0.25)
 
 
 def test_sweep_makes_child_runs_and_registers_the_best(store):

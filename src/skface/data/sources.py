@@ -83,9 +83,10 @@ def resolve_data(
         path = find_utkface(data_dir)
         if path is None:
             warnings.warn(
-                f"No UTKFace folder or archive found under {Path(data_dir).resolve()}; training on "
+                f"No UTKFace folder or archive found under {Path(data_dir).resolve()}; using "
                 f"{n_synthetic} SYNTHETIC faces. A model trained on them knows nothing about real "
-                "faces: put UTKFace under ./data/ or pass -P data=PATH.",
+                "faces, and a model trained on real faces scores badly on them: put UTKFace under ./data/ "
+                "or pass -P data=PATH.",
                 SyntheticDataWarning,
                 stacklevel=2,
             )

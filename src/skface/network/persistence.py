@@ -29,6 +29,27 @@ def default_pretrained_dir() -> Path:
     return Path(str(resources.files("skface") / "pretrained"))
 
 
+def read_metadata(path: str | os.PathLike | None = None) -> dict:
+    """The ``metadata`` that :func:`save_pretrained` kept beside a model (training data, test figures, ...).
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        A folder written by :func:`save_pretrained`; by default the shipped
+        pretrained model's.
+
+    Returns
+    -------
+    metadata : dict
+        Empty when none was kept.
+    """
+    params_file = (default_pretrained_dir() if path is None else Path(path)) / PARAMS_FILE
+    try:
+        return dict(json.loads(params_file.read_text()).get("metadata") or {})
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PretrainedModelError(f"cannot read the metadata of {params_file} ({exc}); save the model again.") from exc
+
+
 def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
     """Save a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` to a folder.
 

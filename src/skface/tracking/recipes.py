@@ -7,11 +7,15 @@ call these with typed keyword arguments; training itself is
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 from sklearn.model_selection import ParameterGrid
 
-from ..data.sources import resolve_data, train_test_data
+from ..data.sources import find_utkface, resolve_data, train_test_data
+from ..evaluation import evaluate
+from ..exceptions import UTKFaceError
 from ..network.pipeline import train_pipeline
 from .callbacks import MlflowMetricsCallback
 from .registry import register
@@ -41,6 +45,25 @@ def _fit_and_log(split, params: dict, seed: int, *, verbose: int = 1):
                              filenames=split.test_filenames)
     log_model_summary(estimator.model_)
     return pipeline, figures
+
+
+def _champion_scorer(split, *, test_split: float, seed: int, n_synthetic: int):
+    """Scores a model URI on the test faces of ``split``, made at that model's own image size and colour."""
+
+    def score(model_uri: str) -> float:
+        from .pyfunc import load_estimator
+
+        estimator = load_estimator(model_uri)[-1]
+        height, _, channels = estimator.input_shape_
+        color = "grayscale" if channels == 1 else "rgb"
+        X_test = split.X_test
+        if (height, color) != (split.data.image_size, split.data.color):
+            # The same faces: the split depends on the labels and the seed only.
+            X_test = train_test_data(split.data.source, test_split=test_split, seed=seed, image_size=height,
+                                     color=color, n_synthetic=n_synthetic, verbose=False).X_test
+        return evaluate(split.y_test, *estimator.predict_with_proba(X_test))["score"]
+
+    return score
 
 
 def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, image_size: int = 64,
@@ -77,7 +100,9 @@ def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, imag
                                 n_synthetic=n_synthetic)
         pipeline, figures = _fit_and_log(split, params, seed)
         info = log_model(pipeline)
-        version, promoted, reason = register(info, registered_model, split.data, figures["test_score"])
+        version, promoted, reason = register(
+            info, registered_model, split.data, figures["test_score"],
+            _champion_scorer(split, test_split=test_split, seed=seed, n_synthetic=n_synthetic))
         return {"run_id": run.info.run_id, "model_uri": info.model_uri, "version": version,
                 "promoted": promoted, "reason": reason, "figures": figures, "data": split.data.source}
 
@@ -137,9 +162,47 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
         mlflow.log_params({"best_trial": number, "best_run_id": best_run, "n_trials": len(trials)})
         mlflow.log_metrics(figures)
         info = log_model(pipeline)
-        version, promoted, reason = register(info, registered_model, split.data, figures["test_score"])
+        version, promoted, reason = register(
+            info, registered_model, split.data, figures["test_score"],
+            _champion_scorer(split, test_split=test_split, seed=seed, n_synthetic=n_synthetic))
         return {"run_id": parent.info.run_id, "best_trial": number, "best_params": overrides, "version": version,
                 "promoted": promoted, "reason": reason, "figures": figures}
+
+
+def _training_data_of(model_uri: str) -> tuple[str | None, str | None]:
+    """``(kind, source)`` of the data a model was trained on, as logged; ``(None, None)`` if unknown."""
+    if model_uri == "pretrained":
+        from ..network.persistence import read_metadata
+
+        source = read_metadata().get("data")
+        return ("synthetic" if source == "synthetic" else "utkface", source) if source else (None, None)
+    run_id = mlflow.models.get_model_info(model_uri).run_id
+    if not run_id:
+        return None, None
+    tags = mlflow.MlflowClient().get_run(run_id).data.tags
+    return tags.get("skface.data_kind"), tags.get("skface.data_source")
+
+
+def _evaluation_data(model_uri: str, data: str) -> str:
+    """What ``data="auto"`` means for evaluation: the faces the model was trained on, when they are here.
+
+    A model trained on real faces is never scored on synthetic ones unless
+    ``data="synthetic"`` asks for it: their figures would read as if the
+    model were broken.
+    """
+    if data != "auto":
+        return data
+    kind, source = _training_data_of(model_uri)
+    if kind == "utkface" and source and Path(source).exists():
+        print(f"Evaluating on the data {model_uri} was trained on: {source} (its test split).")
+        return source
+    if kind == "utkface" and find_utkface() is None:
+        raise UTKFaceError(
+            f"{model_uri} was trained on real faces ({source}), which are not here, and no UTKFace folder or "
+            "archive is under ./data/; pass data=PATH (-P data=PATH) to evaluate it on real faces, or "
+            "data=synthetic to score it on synthetic faces anyway."
+        )
+    return data
 
 
 def run_evaluate(*, model_uri: str, data: str = "auto", n_synthetic: int = 2000, test_split: float = 0.2,
@@ -151,7 +214,14 @@ def run_evaluate(*, model_uri: str, data: str = "auto", n_synthetic: int = 2000,
     model_uri : str
         An MLflow model URI, or ``"pretrained"`` for the model shipped with
         the package.
-    data, n_synthetic, seed
+    data : str, default="auto"
+        ``"auto"``: the faces the model was trained on, when they are here
+        (its logged data source; for ``"pretrained"``, the folder its
+        metadata names), else a UTKFace folder or archive under ``./data/``;
+        a model trained on real faces is never scored on synthetic ones
+        unless ``data="synthetic"`` is given. Otherwise as in
+        :func:`run_train`.
+    n_synthetic, seed
         As in :func:`run_train`; the images are made at the model's size and
         colour.
     test_split : float, default=0.2
@@ -177,6 +247,7 @@ def run_evaluate(*, model_uri: str, data: str = "auto", n_synthetic: int = 2000,
             pipeline = load_pretrained()
         else:
             pipeline = load_estimator(model_uri)
+        data = _evaluation_data(model_uri, data)
         height, _, channels = pipeline[-1].input_shape_
         size = {"image_size": height, "color": "grayscale" if channels == 1 else "rgb", "n_synthetic": n_synthetic}
         if test_split >= 1:
