@@ -105,3 +105,36 @@ def test_malformed_requests_get_400_and_the_server_stays_up(served):
                                                                     "data": [[encode_image(_jpeg(X[0]))]]}})
     assert status == 200 and body["predictions"][0]["error"] == ""
     assert np.isfinite(body["predictions"][0]["age"])
+
+
+def test_skface_serve_serves_a_saved_model_in_one_command(tmp_path):
+    """`skface serve --model DIR` (the pretrained model by default) answers as the pipeline does in process."""
+    from skface import save_pretrained
+
+    X, y = make_synthetic_faces(80, image_size=16, random_state=0)
+    pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=16)),
+                         ("model", AgeGenderCNN(filters=(4,), dense_units=8, epochs=1, verbose=0,
+                                                random_state=0).fit(X, y))])
+    save_pretrained(pipeline, tmp_path / "saved")
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(tmp_path / "serve.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "skface.cli", "serve", "--model", str(tmp_path / "saved"),
+                                   "--port", str(port), "--save", str(tmp_path / "mlflow-model")],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            assert wait_until_up(f"http://127.0.0.1:{port}/ping", server, timeout=180), \
+                (tmp_path / "serve.log").read_text()[-3000:]
+            image = _jpeg(make_synthetic_faces(1, image_size=40, color="rgb", random_state=2)[0][0])
+            status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": {"image": [encode_image(image)]}})
+            assert status == 200, body
+            assert body["predictions"][0]["age"] == pytest.approx(pipeline.predict([image])[0, 0], rel=1e-5)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    # The server went down with the command, and the model folder it served was kept as asked.
+    assert (tmp_path / "mlflow-model" / "MLmodel").is_file()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+    # A logged model carries its own network only, not the package's pretrained weights.
+    assert not list((tmp_path / "mlflow-model").rglob("pretrained/model.keras"))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
+
 
 def _train_parser(sub) -> None:
     from .options import (
@@ -55,6 +57,62 @@ def _predict_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
     p.add_argument("--batch-size", type=int, default=256, help="images decoded and predicted at a time")
     p.set_defaults(func=_predict)
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over REST with `mlflow models serve` (by default the pretrained model)",
+        description=(
+            "Write the model as an MLflow model folder and serve it with `mlflow models serve --env-manager "
+            "local`: POST base64 images to /invocations (see the README's serving section)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default=None,
+                   help="a folder saved by `skface train --save`, or an MLflow model URI; default: the pretrained model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=5001, help="port to listen on")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    p.add_argument("--save", type=Path, default=None,
+                   help="also keep the MLflow model folder here (it must not exist), e.g. to serve it with "
+                        "`mlflow models serve -m DIR` later")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args) -> int:
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    from ..tracking.pyfunc import save_model
+
+    with tempfile.TemporaryDirectory(prefix="skface-serve-") as scratch:
+        if args.model is not None and ":/" in args.model and args.save is None:
+            folder = args.model  # a logged model is an MLflow model already: served as it is
+        else:
+            pipeline = _load_model(args.model)
+            # Written afresh each time (a few seconds), so the served code is always this skface's.
+            folder = args.save if args.save is not None else Path(scratch) / "model"
+            save_model(pipeline, folder)
+        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "--env-manager", "local",
+                   "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
+        print(f"Serving {args.model or 'the pretrained model'} at http://{args.host}:{args.port}/invocations; "
+              "Ctrl-C stops it.", flush=True)
+        # `mlflow models serve --env-manager local` starts uvicorn from PATH: this Python's own.
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        server = subprocess.Popen(command, env=env)
+        # Stopping this command stops the server: SIGTERM is passed on (Ctrl-C reaches both already).
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: server.send_signal(signum))
+        try:
+            while True:
+                try:
+                    return server.wait()
+                except KeyboardInterrupt:
+                    continue  # the server got the same Ctrl-C and is stopping
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _train(args) -> int:
@@ -178,13 +236,13 @@ def _predict(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``skface`` command line."""
-    from .. import __version__
 
     parser = argparse.ArgumentParser(prog="skface", description="Age and gender estimation from face images.")
     parser.add_argument("--version", action="version", version=f"skface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _predict_parser(sub)
+    _serve_parser(sub)
     args = parser.parse_args(argv)
 
     from ..exceptions import SkfaceError

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
+import shutil
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -131,6 +134,34 @@ def _example_image(image_size: int) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _model_files(pipeline):
+    """The keyword arguments that MLflow's ``log_model`` and ``save_model`` take for a skface pipeline.
+
+    The pipeline is saved without pickle (:func:`skface.save_pretrained`),
+    and the model's code is the skface package without its shipped
+    pretrained weights: a model carries only its own network.
+    """
+    from mlflow.models import infer_signature
+
+    from ..network.persistence import save_pretrained
+
+    example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(pipeline[-1].input_shape_[0]))]})
+    output = AgeGenderModel().use(pipeline).predict(None, example)
+    package = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as folder:
+        code = shutil.copytree(package, Path(folder) / "code" / package.name,
+                               ignore=shutil.ignore_patterns("pretrained", "__pycache__"))
+        yield {
+            "python_model": str(Path(__file__).with_name("mlflow_model.py")),
+            "artifacts": {ARTIFACT_KEY: str(save_pretrained(pipeline, Path(folder) / ARTIFACT_KEY))},
+            "code_paths": [str(code)],
+            "signature": infer_signature(example, output),
+            "input_example": example,
+            "pip_requirements": _pip_requirements(),
+        }
+
+
 def log_model(pipeline, *, name: str = "model", registered_model_name: str | None = None):
     """Log a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` as an MLflow pyfunc model.
 
@@ -147,26 +178,27 @@ def log_model(pipeline, *, name: str = "model", registered_model_name: str | Non
     -------
     model_info : mlflow.models.model.ModelInfo
     """
-    import tempfile
+    with _model_files(pipeline) as files:
+        return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name, **files)
 
-    from mlflow.models import infer_signature
 
-    from ..network.persistence import save_pretrained
+def save_model(pipeline, path: str | Path) -> Path:
+    """Write a fitted pipeline as an MLflow model folder, which ``mlflow models serve -m PATH`` serves.
 
-    example = pd.DataFrame({IMAGE_COLUMN: [encode_image(_example_image(pipeline[-1].input_shape_[0]))]})
-    output = AgeGenderModel().use(pipeline).predict(None, example)
-    with tempfile.TemporaryDirectory() as folder:
-        saved = save_pretrained(pipeline, Path(folder) / ARTIFACT_KEY)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(Path(__file__).with_name("mlflow_model.py")),
-            artifacts={ARTIFACT_KEY: str(saved)},
-            code_paths=[str(Path(__file__).resolve().parents[1])],
-            signature=infer_signature(example, output),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-            registered_model_name=registered_model_name,
-        )
+    Parameters
+    ----------
+    pipeline : Pipeline
+        An :class:`ImagePreprocessor` then a fitted :class:`AgeGenderCNN`.
+    path : str or path-like
+        The folder to create; it must not exist yet.
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    with _model_files(pipeline) as files:
+        mlflow.pyfunc.save_model(path=str(path), **files)
+    return Path(path)
 
 
 def load_estimator(model_uri: str):
