@@ -39,6 +39,7 @@ def main(argv=None) -> int:
         return 0
     print(f"\nEvaluation run {summary['run_id']} of {args.model_uri} on {summary['n_test']} faces")
     print_figures(summary["figures"], prefix="test_")
+    print(f"Runs in the MLflow UI (start it with `mlflow ui`): {summary['ui']}")
     return 0
 
 

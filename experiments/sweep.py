@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     print(f"\nSweep run {summary['run_id']}: best trial {summary['best_trial']} {summary['best_params']}")
     print_figures(summary["figures"], prefix="test_")
     print(f"Registered {kwargs['registered_model']} version {summary['version']}: {summary['reason']}")
+    print(f"Runs in the MLflow UI (start it with `mlflow ui`): {summary['ui']}")
     return 0
 
 

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     print(f"\nRun {summary['run_id']} on {summary['data']}")
     print_figures(summary["figures"], prefix="test_")
     print(f"Registered {kwargs['registered_model']} version {summary['version']}: {summary['reason']}")
+    print(f"Runs in the MLflow UI (start it with `mlflow ui`): {summary['ui']}")
     return 0
 
 

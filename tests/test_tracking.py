@@ -64,10 +64,17 @@ def test_run_logs_params_metrics_artifacts_and_tags(trained):
     assert client.get_experiment(run.info.experiment_id).name == "skface"
     params = run.data.params
     for name in ("filters", "dense_units", "dropout", "learning_rate", "epochs", "batch_size", "random_state",
-                 "data_kind", "data_source", "n_images", "n_skipped", "n_train", "n_validation", "n_test",
-                 "image_size", "color"):
+                 "n_images", "n_skipped", "n_train", "n_validation", "n_test", "image_size", "color"):
         assert name in params, name
-    assert params["filters"] == "4,8" and params["data_kind"] == "synthetic" and params["n_images"] == "200"
+    assert params["filters"] == "4,8" and params["n_images"] == "200"
+    # What the data is sits in tags, so that the UI's compare view charts hyperparameters, not data names.
+    assert not {"data_kind", "data_source", "data_digest"} & set(params)
+    assert run.data.tags["skface.data_source"] == "synthetic" and len(run.data.tags["skface.data_digest"]) == 16
+    assert run.data.tags["mlflow.runName"] == "seed-synthetic-6ep"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert trained["ui"] == (f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs"
+                             "?workflowType=machine_learning")
     for name in ("loss", "val_loss", "age_mae", "val_age_mae", "gender_accuracy", "val_gender_accuracy",
                  "learning_rate"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
@@ -235,8 +242,8 @@ def test_evaluate_uses_the_faces_the_model_was_trained_on(store, tmp_path):
     write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
     trained_here = run_train(registered_model="real", **_kwargs({"data": str(tmp_path / "faces")}, epochs=1))
     summary = run_evaluate(model_uri=trained_here["model_uri"], test_split=0.25, seed=0)  # data="auto"
-    params = MlflowClient().get_run(summary["run_id"]).data.params
-    assert params["data_source"] == str((tmp_path / "faces").resolve())
+    tags = MlflowClient().get_run(summary["run_id"]).data.tags
+    assert tags["skface.data_source"] == str((tmp_path / "faces").resolve())
     original = MlflowClient().get_run(trained_here["run_id"]).data.metrics
     assert MlflowClient().get_run(summary["run_id"]).data.metrics["test_age_mae"] == pytest.approx(
         original["test_age_mae"], rel=1e-5)

@@ -20,7 +20,15 @@ from ..network.pipeline import train_pipeline
 from .callbacks import MlflowMetricsCallback
 from .registry import register
 from .reports import log_evaluation, log_model_summary
-from .runs import environment_tags, log_data, log_params, set_experiment, tracked_run
+from .runs import (
+    environment_tags,
+    log_data,
+    log_params,
+    name_run,
+    set_experiment,
+    tracked_run,
+    ui_link,
+)
 
 
 def _as_param(value):
@@ -98,13 +106,15 @@ def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, imag
         log_params({"config": config or "none"})
         split = train_test_data(data, test_split=test_split, seed=seed, image_size=image_size, color=color,
                                 n_synthetic=n_synthetic)
+        name_run(f"{config or params['architecture']}-{split.data.kind}-{params['epochs']}ep")
         pipeline, figures = _fit_and_log(split, params, seed)
         info = log_model(pipeline)
         version, promoted, reason = register(
             info, registered_model, split.data, figures["test_score"],
             _champion_scorer(split, test_split=test_split, seed=seed, n_synthetic=n_synthetic))
         return {"run_id": run.info.run_id, "model_uri": info.model_uri, "version": version,
-                "promoted": promoted, "reason": reason, "figures": figures, "data": split.data.source}
+                "promoted": promoted, "reason": reason, "figures": figures, "data": split.data.source,
+                "ui": ui_link(run)}
 
 
 def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "auto", n_synthetic: int = 2000,
@@ -144,10 +154,12 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
         split = train_test_data(data, test_split=test_split, seed=seed, image_size=image_size, color=color,
                                 n_synthetic=n_synthetic)
         log_params({"grid": grid_text or str(grid), "config": config or "none"})
+        name_run(f"sweep-{config or params['architecture']}-{split.data.kind}-{len(list(ParameterGrid(grid)))}x")
         trials = list(ParameterGrid(grid))[:max_trials]
         best = None
         for number, overrides in enumerate(trials, start=1):
-            with tracked_run(nested=True, run_name=f"trial-{number}"):
+            trial = ",".join(f"{k}={_as_param(v)}" for k, v in overrides.items())
+            with tracked_run(nested=True, run_name=f"trial-{number}-{trial}"):
                 mlflow.set_tag("skface.entry_point", "sweep-trial")
                 pipeline, figures = _fit_and_log(split, {**params, **overrides}, seed, verbose=0)
                 history = pipeline[-1].history_
@@ -166,7 +178,7 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
             info, registered_model, split.data, figures["test_score"],
             _champion_scorer(split, test_split=test_split, seed=seed, n_synthetic=n_synthetic))
         return {"run_id": parent.info.run_id, "best_trial": number, "best_params": overrides, "version": version,
-                "promoted": promoted, "reason": reason, "figures": figures}
+                "promoted": promoted, "reason": reason, "figures": figures, "ui": ui_link(parent)}
 
 
 def _training_data_of(model_uri: str) -> tuple[str | None, str | None]:
@@ -257,6 +269,7 @@ def run_evaluate(*, model_uri: str, data: str = "auto", n_synthetic: int = 2000,
             split = train_test_data(data, test_split=test_split, seed=seed, **size)
             faces, X_test, y_test, names = split.data, split.X_test, split.y_test, split.test_filenames
         log_params({"model_uri": model_uri, "test_split": test_split, "seed": seed})
+        name_run(f"evaluate-{model_uri.rsplit('/', 1)[-1] if ':/' in model_uri else model_uri}-{faces.kind}")
         log_data(faces, n_train=0, n_test=len(X_test), n_val=0)
         figures = log_evaluation(pipeline, X_test, y_test, filenames=names)
-        return {"run_id": run.info.run_id, "figures": figures, "n_test": len(X_test)}
+        return {"run_id": run.info.run_id, "figures": figures, "n_test": len(X_test), "ui": ui_link(run)}

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from .. import __version__
 
 DEFAULT_EXPERIMENT = "skface"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 @contextlib.contextmanager
@@ -32,6 +33,7 @@ def tracked_run(**kwargs):
     kwargs.setdefault("log_system_metrics", not kwargs.get("nested", False))
     run = mlflow.start_run(**kwargs)
     try:
+        _mark_experiment_kind(run.info.experiment_id)
         yield run
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
@@ -44,6 +46,31 @@ def tracked_run(**kwargs):
     finally:
         if previous in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def name_run(name: str) -> None:
+    """Give the active run a name that says what ran (MLflow otherwise picks a random one)."""
+    mlflow.set_tag("mlflow.runName", name)
+
+
+def ui_link(run) -> str:
+    """A link that opens ``run``'s experiment in the MLflow UI on its table of training runs.
+
+    MLflow 3's UI opens an experiment on its GenAI view unless told
+    otherwise; ``workflowType=machine_learning`` asks for the runs table. The
+    host is the tracking server's, or ``mlflow ui``'s default for a local
+    store.
+    """
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs?workflowType=machine_learning"
+
+
+def _mark_experiment_kind(experiment_id: str) -> None:
+    """Tag the experiment as model training, for MLflow versions whose UI reads the tag."""
+    client = MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -107,11 +134,9 @@ def log_params(params: dict) -> None:
 
 def log_data(data, n_train: int, n_test: int, n_val: int) -> None:
     """Log what the run was trained and tested on: params, tags and an MLflow dataset input."""
+    # What the data is goes in tags, so that the UI's compare view charts hyperparameters and figures.
     log_params(
         {
-            "data_kind": data.kind,
-            "data_source": data.source,
-            "data_digest": data.digest,
             "n_images": len(data.images),
             "n_skipped": len(data.skipped),
             "n_train": n_train,
@@ -121,7 +146,8 @@ def log_data(data, n_train: int, n_test: int, n_val: int) -> None:
             "color": data.color,
         }
     )
-    mlflow.set_tags({"skface.data_kind": data.kind, "skface.data_source": data.source})
+    mlflow.set_tags({"skface.data_kind": data.kind, "skface.data_source": data.source,
+                     "skface.data_digest": data.digest})
     if data.kind == "synthetic":
         mlflow.set_tag("skface.warning", "trained on SYNTHETIC faces: knows nothing about real faces")
     with warnings.catch_warnings():
