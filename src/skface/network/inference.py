@@ -68,7 +68,9 @@ def compiled_forward(model, input_shape: tuple[int, ...], zooms: tuple[float, ..
     per-call signature matching of a ``tf.function`` (about 0.4 ms).
     The function returns the mean over the views of ``age`` and of ``gender``.
     """
-    functions = _FORWARD_CACHE.setdefault(model, {})
+    functions = _FORWARD_CACHE.get(model)
+    if functions is None:
+        functions = _FORWARD_CACHE[model] = {}
     key = (tuple(input_shape), zooms, flip)
     if key not in functions:
         import tensorflow as tf
