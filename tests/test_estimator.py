@@ -8,7 +8,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
-from skface import AgeGenderCNN, ImagePreprocessor, metrics
+from skface import AgeGenderCNN, ImagePreprocessor, NotFittedEstimatorError, metrics
 from tests.conftest import TINY
 
 
@@ -141,9 +141,14 @@ def test_uint8_float_and_list_inputs_predict_alike(fitted, tiny_data):
 
 
 def test_not_fitted_error_says_what_to_do(tiny_data):
-    X, _ = tiny_data
-    with pytest.raises(NotFittedError, match=r"call fit\(X, y\) first"):
+    X, y = tiny_data
+    with pytest.raises(NotFittedEstimatorError, match=r"call fit\(X, y\) first"):
         AgeGenderCNN().predict(X)
+    failed = AgeGenderCNN(**TINY)
+    with pytest.raises(ValueError, match="ages >= 0"):
+        failed.fit(X, -y)  # fails after X is validated (n_features_in_ set), before a network exists
+    with pytest.raises(NotFittedError, match=r"call fit\(X, y\) first"):
+        failed.predict(X)
 
 
 def test_wrong_image_shape_at_predict(fitted):

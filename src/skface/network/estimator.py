@@ -389,7 +389,7 @@ class AgeGenderCNN(BaseEstimator):
         if checked.ndim > 2:  # images get a clearer message than scikit-learn's count of features
             self._check_image_shape(images)
         validate_data(self, checked, reset=False, skip_check_array=True)  # n_features_in_
-        self._check_image_shape(images)
+        self._check_image_shape(images)  # a table of the right width on a model fitted on images
         return images.astype(np.float32, copy=False)
 
     def _check_image_shape(self, images: np.ndarray) -> None:
@@ -503,6 +503,10 @@ class AgeGenderCNN(BaseEstimator):
                 with open(path, "wb") as f:
                     f.write(model_bytes)
                 self.model_ = load_network(path)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        # Fitted means a network to predict with: a fit that failed after validating X is not.
+        return hasattr(self, "model_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
