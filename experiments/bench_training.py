@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     from skface.network.architecture import age_distribution, build_model
     from skface.network.input_pipeline import array_dataset
     from skface.network.measure import forward_flops, matmul_gflops
+    from skface.network.training import compile_for_training
 
     config = get_configuration(args.config)
     data = resolve_data(args.data, image_size=config["image_size"], color=config["color"],
@@ -57,11 +58,13 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(args.seed)
     # The configuration's parameters that shape the network and its training step, as AgeGenderCNN.fit passes them.
     model_params = {k: v for k, v in params.items() if k in inspect.signature(build_model).parameters}
+    compile_params = {k: v for k, v in params.items() if k in inspect.signature(compile_for_training).parameters}
     batch_size = params.get("batch_size", 32)
     # The learning-rate schedule (cosine decay in the shipped recipe) spans every step this benchmark takes:
     # a warm-up epoch and the timed rounds, for each of the two pipelines.
     steps = 2 * (args.rounds + 1) * int(np.ceil(len(X) / batch_size))
-    model = build_model(X.shape[1:], **model_params, decay_steps=steps, initial_age=float(np.median(age)))
+    model = build_model(X.shape[1:], **model_params, initial_age=float(np.median(age)))
+    compile_for_training(model, **compile_params, decay_steps=steps)
     targets = {"age": age, "gender": gender}
     if params.get("age_head") == "dex":
         targets["age_distribution"] = age_distribution(age)

@@ -6,8 +6,9 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
 
-from skface import AgeGenderCNN, ImagePreprocessor, metrics
+from skface import AgeGenderCNN, ImagePreprocessor, NotFittedEstimatorError, metrics
 from tests.conftest import TINY
 
 
@@ -78,9 +79,26 @@ def test_validation_split_is_shuffled_and_stratified(tiny_data):
 
 
 def test_early_stopping_restores_best_and_stops(tiny_data):
+    import keras
+
+    class WeightsPerEpoch(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(self.model.get_weights())
+
     X, y = tiny_data
-    est = AgeGenderCNN(**{**TINY, "epochs": 30, "early_stopping": 1, "learning_rate": 0.5}).fit(X, y)
-    assert est.n_epochs_ < 30
+    seen = WeightsPerEpoch()
+    est = AgeGenderCNN(**{**TINY, "epochs": 30, "early_stopping": 1, "learning_rate": 0.5, "callbacks": [seen]})
+    est.fit(X, y)
+    assert est.n_epochs_ < 30 and len(seen.weights) == est.n_epochs_
+    best = int(np.argmin(est.history_["val_loss"]))
+    assert best < est.n_epochs_ - 1  # stopped after an epoch without improvement...
+    for restored, kept in zip(est.model_.get_weights(), seen.weights[best], strict=True):
+        np.testing.assert_array_equal(restored, kept)  # ...and went back to the best epoch's weights
+    assert not all(np.array_equal(a, b) for a, b in zip(seen.weights[-1], seen.weights[best], strict=True))
 
 
 def test_pipeline_from_files(tmp_path, tiny_data):
@@ -123,9 +141,14 @@ def test_uint8_float_and_list_inputs_predict_alike(fitted, tiny_data):
 
 
 def test_not_fitted_error_says_what_to_do(tiny_data):
-    X, _ = tiny_data
-    with pytest.raises(NotFittedError, match=r"call fit\(X, y\) first"):
+    X, y = tiny_data
+    with pytest.raises(NotFittedEstimatorError, match=r"call fit\(X, y\) first"):
         AgeGenderCNN().predict(X)
+    failed = AgeGenderCNN(**TINY)
+    with pytest.raises(ValueError, match="ages >= 0"):
+        failed.fit(X, -y)  # fails after X is validated (n_features_in_ set), before a network exists
+    with pytest.raises(NotFittedError, match=r"call fit\(X, y\) first"):
+        failed.predict(X)
 
 
 def test_wrong_image_shape_at_predict(fitted):
@@ -170,25 +193,116 @@ def test_nan_images_are_refused(tiny_data):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"filters": ()}, "filters must be a non-empty tuple"),
-        ({"filters": (8, -1)}, "filters must be a non-empty tuple"),
-        ({"epochs": 0}, "epochs must be a positive int"),
-        ({"dropout": 1.0}, r"dropout must be a float in \[0, 1\)"),
-        ({"validation_split": -0.1}, r"validation_split must be a float in \[0, 1\)"),
-        ({"learning_rate": 0}, "learning_rate must be a positive float"),
-        ({"early_stopping": 0}, "early_stopping must be None or a patience"),
+        ({"epochs": 0}, r"'epochs' parameter of AgeGenderCNN must be an int in the range \[1, inf\)"),
+        ({"epochs": 2.5}, r"'epochs' parameter of AgeGenderCNN must be an int"),
+        ({"dropout": 1.0}, r"'dropout' parameter of AgeGenderCNN must be a float in the range \[0.0, 1.0\)"),
+        ({"validation_split": -0.1}, r"'validation_split' parameter of AgeGenderCNN must be a float in the range"),
+        ({"learning_rate": 0}, r"'learning_rate' parameter of AgeGenderCNN must be a float in the range \(0.0, inf\)"),
+        ({"learning_rate": float("inf")}, "'learning_rate' parameter of AgeGenderCNN must be a float"),
+        ({"age_loss_weight": -1.0}, "'age_loss_weight' parameter of AgeGenderCNN must be a float"),
+        ({"early_stopping": 0}, r"'early_stopping' parameter of AgeGenderCNN must be an int in the range \[1, inf\) or None"),
+        ({"filters": "32"}, "'filters' parameter of AgeGenderCNN must be an array-like"),
+        ({"augment": "yes"}, "'augment' parameter of AgeGenderCNN must be an instance of 'bool'"),
+        ({"callbacks": "progress"}, "'callbacks' parameter of AgeGenderCNN must be an instance of 'list'"),
     ],
 )
 def test_bad_params_are_reported_at_fit(tiny_data, params, match):
     X, y = tiny_data
+    with pytest.raises(InvalidParameterError, match=match):
+        AgeGenderCNN(**{**TINY, **params}).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"filters": ()}, r"filters must be a non-empty tuple of positive ints, e.g. \(32, 64\), got \(\)"),
+        ({"filters": (8, -1)}, r"filters must be a non-empty tuple of positive ints, e.g. \(32, 64\), got \(8, -1\)"),
+        ({"filters": (8, 2.5)}, "filters must be a non-empty tuple of positive ints"),
+        ({"zoom_tta": (0.1,)}, r"zoom_tta must be a tuple of zoom factors between 0.5 and 2, e.g. \(1.075, 0.935\)"),
+        ({"zoom_tta": (1.1, "x")}, "zoom_tta must be a tuple of zoom factors between 0.5 and 2"),
+        ({"bottleneck": 4, "architecture": "vgg_bn"},
+         r"bottleneck applies to architecture='seed' only .*; set bottleneck=0 or architecture='seed'"),
+    ],
+)
+def test_params_beyond_constraints_are_reported_at_fit(tiny_data, params, match):
+    X, y = tiny_data
     with pytest.raises(ValueError, match=match):
         AgeGenderCNN(**{**TINY, **params}).fit(X, y)
+
+
+def test_choice_constraints_come_from_the_modules_that_define_the_choices():
+    from sklearn.utils._param_validation import StrOptions
+
+    from skface.network.architecture import AGE_HEADS, ARCHITECTURES, PRECISIONS
+    from skface.network.training import LR_SCHEDULES
+
+    constraints = AgeGenderCNN._parameter_constraints
+    for name, choices in [("architecture", ARCHITECTURES), ("age_head", AGE_HEADS), ("precision", PRECISIONS),
+                          ("lr_schedule", LR_SCHEDULES)]:
+        (options,) = constraints[name]
+        assert isinstance(options, StrOptions) and options.options == set(choices)
+    assert set(constraints) == set(AgeGenderCNN().get_params())
+
+
+def test_every_network_param_reaches_the_builder_or_the_compiler():
+    import inspect
+
+    from skface.network.architecture import build_model
+    from skface.network.training import compile_for_training
+
+    used_by_fit_or_predict = {"flip_tta", "zoom_tta", "epochs", "batch_size", "validation_split", "early_stopping",
+                              "random_state", "verbose", "callbacks"}
+    taken = set(inspect.signature(build_model).parameters) | set(inspect.signature(compile_for_training).parameters)
+    assert set(AgeGenderCNN().get_params()) - used_by_fit_or_predict <= taken
+    assert not used_by_fit_or_predict & taken
+
+
+def test_build_model_returns_an_uncompiled_network_and_fit_compiles_it(fitted):
+    from skface.network.architecture import build_model
+
+    assert not build_model((16, 16, 1), filters=(4,), dense_units=4).compiled
+    assert fitted.model_.compiled and fitted.model_.loss["age"] == "mae"
 
 
 def test_score_rejects_sample_weight(fitted, tiny_data):
     X, y = tiny_data
     with pytest.raises(ValueError, match="sample_weight"):
         fitted.score(X, y, sample_weight=np.ones(len(y)))
+
+
+def test_predict_leaves_the_estimator_as_it_was(fitted, tiny_data):
+    X, _ = tiny_data
+    before = dict(fitted.__dict__)
+    fitted.set_params(flip_tta=True)
+    try:
+        fitted.predict(X[:3])
+    finally:
+        fitted.set_params(flip_tta=False)
+    fitted.predict_proba(X[:3])
+    assert fitted.__dict__.keys() == before.keys()
+    assert all(fitted.__dict__[name] is value for name, value in before.items())
+
+
+def test_compiled_forward_is_cached_per_model_and_goes_with_it():
+    import gc
+    import weakref
+
+    from skface.network import inference
+    from skface.network.architecture import build_model
+
+    model = build_model((8, 8, 1), filters=(2,), dense_units=2)
+    images = np.zeros((3, 8, 8, 1), dtype=np.float32)
+    first = inference.compiled_forward(model, (8, 8, 1), (), False)
+    assert inference.compiled_forward(model, (8, 8, 1), (), False) is first
+    assert inference.compiled_forward(model, (8, 8, 1), (), True) is not first
+    age, p_female = inference.predict_age_and_female(model, images)
+    assert age.shape == p_female.shape == (3,)
+    assert model in inference._FORWARD_CACHE
+    entries, alive = len(inference._FORWARD_CACHE), weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # the cache does not keep a model alive...
+    assert len(inference._FORWARD_CACHE) < entries  # ...and its entry goes with it
 
 
 def test_predict_with_proba_is_predict_and_predict_proba_in_one_pass(fitted, tiny_data):

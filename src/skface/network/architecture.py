@@ -1,16 +1,22 @@
-"""The two-output convolutional network, built by one function of its hyperparameters."""
+"""The two-output convolutional network, built by one function of its hyperparameters.
+
+Keras is imported inside the functions: the choices below are read by the
+estimator's parameter constraints (and the command line built from them),
+which should not cost a TensorFlow import.
+"""
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from .augment import augmentation
+if TYPE_CHECKING:
+    import keras
 
 ARCHITECTURES = ("seed", "vgg_bn")
 AGE_HEADS = ("regression", "dex")
 PRECISIONS = ("float32", "mixed_bfloat16")
-LR_SCHEDULES = ("constant", "cosine")
 
 
 def build_model(
@@ -25,26 +31,18 @@ def build_model(
     age_head: str = "regression",
     max_age: int = 120,
     precision: str = "float32",
-    learning_rate: float = 1e-3,
-    lr_schedule: str = "constant",
-    decay_steps: int = 1000,
-    weight_decay: float = 0.0,
-    label_smoothing: float = 0.0,
-    age_loss_weight: float = 1.0,
-    gender_loss_weight: float = 1.0,
     initial_age: float = 0.0,
     bottleneck: int = 0,
 ) -> keras.Model:
-    """Build and compile the age-and-gender CNN.
+    """Build the age-and-gender CNN, uncompiled.
 
     ``architecture="seed"`` is the project's seed, faithfully: one
     convolution + max-pooling block per entry of ``filters``, a flatten, then
     one dense branch with dropout per head. ``"vgg_bn"`` has two convolutions
     with batch normalisation per block and global average pooling instead of
-    the flatten. Both end in a ``gender`` head (sigmoid, binary
-    cross-entropy, accuracy) and an ``age`` head (non-negative; MAE loss and
-    metric), trained with Adam (AdamW when ``weight_decay > 0``). Pixels are
-    rescaled from 0-255 to 0-1 inside the model; convolutions and pooling use
+    the flatten. Both end in a ``gender`` head (sigmoid) and an ``age`` head
+    (non-negative); :func:`skface.network.training.compile_for_training`
+    gives them their losses, metrics and optimizer. Pixels are rescaled from 0-255 to 0-1 inside the model; convolutions and pooling use
     ``"same"`` padding so that any input size works.
 
     Parameters
@@ -71,18 +69,6 @@ def build_model(
         Oldest age of the ``"dex"`` head.
     precision : {"float32", "mixed_bfloat16"}
         Compute type of the trunk; the heads stay in float32.
-    learning_rate : float
-        Initial (peak) learning rate.
-    lr_schedule : {"constant", "cosine"}
-        Cosine decay to zero over ``decay_steps`` steps, or constant.
-    decay_steps : int
-        Length of the cosine decay, in optimizer steps.
-    weight_decay : float
-        Decoupled weight decay (AdamW); 0 uses plain Adam.
-    label_smoothing : float
-        Label smoothing of the gender loss.
-    age_loss_weight, gender_loss_weight : float
-        Weights of the two losses in the total loss.
     initial_age : float
         Initial bias of the regression age output (the training median), so
         training starts from a sensible age rather than from 0.
@@ -94,8 +80,13 @@ def build_model(
     Returns
     -------
     model : keras.Model
-        Compiled model whose outputs are named ``age`` and ``gender``.
+        Uncompiled model whose outputs are named ``age`` and ``gender`` (and
+        ``age_distribution`` with the ``"dex"`` head).
     """
+    import keras
+
+    from .augment import augmentation
+
     policy = keras.DTypePolicy(precision)
     inputs = keras.Input(shape=input_shape, name="image")
     x = inputs
@@ -137,29 +128,9 @@ def build_model(
         age = keras.layers.Dense(1, activation="relu", bias_initializer=keras.initializers.Constant(initial_age),
                                  name="age", dtype="float32")(branch("age"))
     outputs = {"age": age, "gender": gender}
-    losses = {"age": "mae", "gender": keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)}
-    weights = {"age": age_loss_weight, "gender": gender_loss_weight}
     if age_head == "dex":
-        # MAE on the expected age alone collapses the softmax onto one age; a cross-entropy
-        # against a label distribution around the true age (see age_distribution) keeps it spread.
         outputs["age_distribution"] = probabilities
-        losses["age_distribution"] = keras.losses.CategoricalCrossentropy()
-        weights["age_distribution"] = age_loss_weight
-    model = keras.Model(inputs, outputs, name=f"age_gender_{architecture}")
-
-    if lr_schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, decay_steps))
-    if weight_decay > 0:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
-    else:
-        optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(
-        optimizer=optimizer,
-        loss=losses,
-        loss_weights=weights,
-        metrics={"age": ["mae"], "gender": ["accuracy"]},
-    )
-    return model
+    return keras.Model(inputs, outputs, name=f"age_gender_{architecture}")
 
 
 def age_distribution(ages, max_age: int = 120, sigma: float = 2.0) -> np.ndarray:
@@ -176,9 +147,15 @@ def save_network(model: keras.Model, path) -> None:
     The saved network predicts; :meth:`AgeGenderCNN.fit` always builds and
     compiles a fresh one, so the optimizer state is never needed again.
     """
+    import keras
+
     keras.Model(model.input, model.output, name=model.name).save(path)
 
 
 def load_network(path) -> keras.Model:
-    """Load a network saved by :func:`save_network` (this module registers skface's custom layers)."""
+    """Load a network saved by :func:`save_network`."""
+    import keras
+
+    from . import augment  # noqa: F401  (registers skface's custom layers with Keras)
+
     return keras.models.load_model(path)

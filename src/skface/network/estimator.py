@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_array, validate_data
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..exceptions import NotFittedEstimatorError
 from ..metrics import combined_score
+from .architecture import (
+    AGE_HEADS,
+    ARCHITECTURES,
+    PRECISIONS,
+    age_distribution,
+    build_model,
+)
+from .inference import predict_age_and_female, zoom_factors
+from .training import LR_SCHEDULES, compile_for_training
 
 _TARGET_COLUMNS = ("age", "gender")
-# Images per call of the compiled network: bounds the memory that the test-time views take
-# (the shipped model's six views of 64 images are 384 network inputs).
-_PREDICT_CHUNK = 64
 
 
 class AgeGenderCNN(BaseEstimator):
@@ -134,6 +144,34 @@ class AgeGenderCNN(BaseEstimator):
     (3, 2)
     """
 
+    # Each choice comes from the module that gives it meaning; the command line derives its choices from here.
+    _parameter_constraints: ClassVar[dict] = {
+        "architecture": [StrOptions(set(ARCHITECTURES))],
+        "filters": ["array-like"],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "dense_units": [Interval(Integral, 1, None, closed="left")],
+        "bottleneck": [Interval(Integral, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "lr_schedule": [StrOptions(set(LR_SCHEDULES))],
+        "weight_decay": [Interval(Real, 0, 1, closed="left")],
+        "augment": ["boolean"],
+        "age_head": [StrOptions(set(AGE_HEADS))],
+        "label_smoothing": [Interval(Real, 0, 0.5, closed="left")],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "flip_tta": ["boolean"],
+        "zoom_tta": ["array-like", None],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "validation_split": [Interval(Real, 0, 1, closed="left")],
+        "age_loss_weight": [Interval(Real, 0, None, closed="left")],
+        "gender_loss_weight": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "callbacks": [list, tuple, None],
+    }
+
     def __init__(
         self,
         architecture: str = "seed",
@@ -187,6 +225,7 @@ class AgeGenderCNN(BaseEstimator):
         self.callbacks = callbacks
 
     # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train the network on images ``X`` and targets ``y``.
 
@@ -202,19 +241,54 @@ class AgeGenderCNN(BaseEstimator):
         -------
         self : AgeGenderCNN
         """
-        import keras
+        self._check_params_beyond_constraints()
+        X, age, gender = self._validate_training_data(X, y)
+        seed = self._seed_everything()
+        train, val = self._split(len(X), gender, seed)
+        self._initialize_network(
+            X.shape[1:],
+            initial_age=float(np.median(age[train])),
+            decay_steps=self.epochs * int(np.ceil(len(train) / self.batch_size)),
+        )
+        callbacks = self._initialize_callbacks(monitor="val_loss" if len(val) else "loss")
+        train_data, validation_data = self._get_datasets(X, {"age": age, "gender": gender}, train, val, seed)
+        history = self.model_.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=self.epochs,
+            shuffle=False,  # the dataset reshuffles itself every epoch
+            callbacks=callbacks,
+            verbose=0,
+        )
+        self._record_history(history)
+        return self
 
-        from .architecture import age_distribution, build_model
-        from .input_pipeline import array_dataset
-        from .progress import EpochProgressBar
+    def _check_params_beyond_constraints(self) -> None:
+        """What ``_parameter_constraints`` cannot say: the contents of the tuples, and one combination."""
+        filters = self.filters
+        if len(filters) == 0 or not all(isinstance(f, Integral) and not isinstance(f, bool) and f > 0
+                                        for f in filters):
+            raise ValueError(f"filters must be a non-empty tuple of positive ints, e.g. (32, 64), got {filters!r}.")
+        zoom_factors(self.zoom_tta)
+        if self.bottleneck and self.architecture != "seed":
+            raise ValueError(f"bottleneck applies to architecture='seed' only (the {self.architecture!r} network "
+                             "ends in global average pooling); set bottleneck=0 or architecture='seed'.")
 
-        self._check_params()
+    def _validate_training_data(self, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Images ``(n, h, w, c)`` as float32 (``n_features_in_`` set) and the age and gender columns."""
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None; "
                 "pass y of shape (n, 2) with columns [age, gender]."
             )
-        X, y = self._validate_input(X, y, reset=True)
+        X, y = validate_data(self, X, _target_array(y), reset=True, allow_nd=True, dtype=np.float32,
+                             multi_output=True, y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim != 2 or y.shape[1] != 2:
+            raise ValueError(
+                f"y must have shape (n, 2) with columns [age, gender], got shape {y.shape}; "
+                "stack them with np.column_stack([age, gender])."
+            )
         age, gender = y[:, 0], y[:, 1]
         if np.any(~np.isfinite(age)) or np.any(age < 0):
             raise ValueError("y's age column must hold finite ages >= 0 (in years).")
@@ -224,65 +298,16 @@ class AgeGenderCNN(BaseEstimator):
                 f"y's gender column must hold 0 (male) or 1 (female), found {found.tolist()}; "
                 "map your labels to 0/1 first."
             )
+        return _as_image_batch(X), age, gender
 
+    def _seed_everything(self) -> int:
+        """A seed drawn from ``random_state``; with one set, Python's, NumPy's and TensorFlow's generators too."""
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         if self.random_state is not None:
+            import keras
+
             keras.utils.set_random_seed(seed)
-        train, val = self._split(len(X), gender, seed)
-
-        self.input_shape_ = tuple(int(d) for d in X.shape[1:])
-        self.model_ = build_model(
-            self.input_shape_,
-            architecture=self.architecture,
-            filters=tuple(self.filters),
-            kernel_size=self.kernel_size,
-            dense_units=self.dense_units,
-            bottleneck=self.bottleneck,
-            dropout=self.dropout,
-            learning_rate=self.learning_rate,
-            lr_schedule=self.lr_schedule,
-            decay_steps=self.epochs * int(np.ceil(len(train) / self.batch_size)),
-            weight_decay=self.weight_decay,
-            augment=bool(self.augment),
-            age_head=self.age_head,
-            label_smoothing=self.label_smoothing,
-            precision=self.precision,
-            age_loss_weight=self.age_loss_weight,
-            gender_loss_weight=self.gender_loss_weight,
-            initial_age=float(np.median(age[train])),
-        )
-        callbacks = list(self.callbacks or [])
-        if self.verbose:
-            callbacks.append(EpochProgressBar(self.epochs))
-        if self.early_stopping is not None:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss" if len(val) else "loss",
-                    patience=self.early_stopping,
-                    restore_best_weights=True,
-                )
-            )
-
-        def targets(rows):
-            out = {"age": age[rows], "gender": gender[rows]}
-            if self.age_head == "dex":
-                out["age_distribution"] = age_distribution(age[rows])
-            return out
-
-        validation_data = None
-        if len(val):
-            validation_data = array_dataset(X[val], targets(val), batch_size=self.batch_size, shuffle=False)
-        history = self.model_.fit(
-            array_dataset(X[train], targets(train), batch_size=self.batch_size, shuffle=True, seed=seed),
-            validation_data=validation_data,
-            epochs=self.epochs,
-            shuffle=False,  # the dataset reshuffles itself every epoch
-            callbacks=callbacks,
-            verbose=0,
-        )
-        self.history_ = {name: [float(v) for v in values] for name, values in history.history.items()}
-        self.n_epochs_ = len(self.history_["loss"])
-        return self
+        return seed
 
     def _split(self, n: int, gender: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Shuffled train/validation indices (Keras's own split takes the last rows)."""
@@ -300,147 +325,81 @@ class AgeGenderCNN(BaseEstimator):
         train, val = train_test_split(indices, test_size=n_val, random_state=seed, stratify=stratify)
         return np.sort(train), np.sort(val)
 
-    def _check_params(self) -> None:
-        filters = self.filters
-        if (
-            isinstance(filters, (str, bytes))
-            or not hasattr(filters, "__len__")
-            or len(filters) == 0
-            or not all(isinstance(f, Integral) and not isinstance(f, bool) and f > 0 for f in filters)
-        ):
-            raise ValueError(f"filters must be a non-empty tuple of positive ints, e.g. (32, 64), got {filters!r}.")
-        for name in ("kernel_size", "dense_units", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
-        if not isinstance(self.bottleneck, Integral) or isinstance(self.bottleneck, bool) or self.bottleneck < 0:
-            raise ValueError(f"bottleneck must be an int >= 0 (0 for none), got {self.bottleneck!r}.")
-        if self.bottleneck and self.architecture != "seed":
-            raise ValueError(f"bottleneck applies to architecture='seed' only (the {self.architecture!r} network "
-                             "ends in global average pooling); set bottleneck=0 or architecture='seed'.")
-        checks = {
-            "dropout": (self.dropout, 0.0, 1.0, "[0, 1)"),
-            "validation_split": (self.validation_split, 0.0, 1.0, "[0, 1)"),
-        }
-        for name, (value, low, high, text) in checks.items():
-            if not isinstance(value, Real) or not low <= value < high:
-                raise ValueError(f"{name} must be a float in {text}, got {value!r}.")
-        for name in ("learning_rate", "age_loss_weight", "gender_loss_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, Real) or not np.isfinite(value) or value < 0 or (name == "learning_rate" and value == 0):
-                raise ValueError(f"{name} must be a positive float, got {value!r}.")
-        from .architecture import AGE_HEADS, ARCHITECTURES, LR_SCHEDULES, PRECISIONS
+    def _initialize_network(self, input_shape: tuple[int, ...], *, initial_age: float, decay_steps: int) -> None:
+        """A fresh network built and compiled from the estimator's parameters that the two functions take."""
+        params = self.get_params(deep=False)
+        self.input_shape_ = tuple(int(d) for d in input_shape)
+        model = build_model(self.input_shape_, **_keywords_for(build_model, params), initial_age=initial_age)
+        self.model_ = compile_for_training(model, **_keywords_for(compile_for_training, params),
+                                           decay_steps=decay_steps)
 
-        for name, choices in (("architecture", ARCHITECTURES), ("age_head", AGE_HEADS),
-                              ("precision", PRECISIONS), ("lr_schedule", LR_SCHEDULES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {list(choices)}, got {getattr(self, name)!r}.")
-        if not isinstance(self.weight_decay, Real) or not 0 <= self.weight_decay < 1:
-            raise ValueError(f"weight_decay must be a float in [0, 1), got {self.weight_decay!r}.")
-        if not isinstance(self.label_smoothing, Real) or not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be a float in [0, 0.5), got {self.label_smoothing!r}.")
-        self._zoom_factors()
-        if self.early_stopping is not None and (
-            not isinstance(self.early_stopping, Integral) or self.early_stopping < 1
-        ):
-            raise ValueError(
-                f"early_stopping must be None or a patience in epochs (a positive int), got {self.early_stopping!r}."
-            )
+    def _initialize_callbacks(self, *, monitor: str) -> list:
+        """The user's callbacks, then the progress bar and early stopping when asked for."""
+        import keras
 
-    def _validate_input(self, X, y=None, *, reset: bool):
-        if y is not None:
-            y = _target_array(y)
-            X, y = validate_data(
-                self, X, y, reset=reset, allow_nd=True, dtype=np.float32, multi_output=True, y_numeric=True
+        from .progress import EpochProgressBar
+
+        callbacks = list(self.callbacks or [])
+        if self.verbose:
+            callbacks.append(EpochProgressBar(self.epochs))
+        if self.early_stopping is not None:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor=monitor, patience=self.early_stopping, restore_best_weights=True)
             )
-            y = np.asarray(y, dtype=np.float64)
-            if y.ndim != 2 or y.shape[1] != 2:
-                raise ValueError(
-                    f"y must have shape (n, 2) with columns [age, gender], got shape {y.shape}; "
-                    "stack them with np.column_stack([age, gender])."
-                )
-        elif isinstance(X, np.ndarray) and X.dtype == np.uint8 and X.ndim == 4 and len(X):
-            # What ImagePreprocessor returns: always finite, so only the cast is needed
-            # (check_array costs a tenth of a millisecond per call, which one image notices).
-            X = X.astype(np.float32)
-        else:
-            # The fitted image shape is checked below with a clearer message than
-            # scikit-learn's n_features_in_ check, so only the array is validated here.
-            X = check_array(X, allow_nd=True, dtype=np.float32)
-        if X.ndim == 2:
-            X = X[:, np.newaxis, :, np.newaxis]
-        elif X.ndim == 3:
-            X = X[..., np.newaxis]
-        elif X.ndim != 4:
-            raise ValueError(
-                f"X must be a batch of images of shape (n, h, w, c), got {X.ndim} dimensions; "
-                "use skface.ImagePreprocessor to turn files or bytes into images."
-            )
-        if not reset and tuple(X.shape[1:]) != self.input_shape_:
-            h, w, c = self.input_shape_
-            raise ValueError(
-                f"X has images of shape {tuple(X.shape[1:])}, but this model was fitted on "
-                f"{self.input_shape_}; resize them, e.g. with "
-                f"ImagePreprocessor(image_size={h}, color={'grayscale' if c == 1 else 'rgb'!r})."
-            )
-        return (X, y) if y is not None else X
+        return callbacks
+
+    def _get_datasets(self, X: np.ndarray, targets: dict[str, np.ndarray], train: np.ndarray, val: np.ndarray,
+                      seed: int):
+        """The training batches (reshuffled every epoch) and the validation batches, or None without a split."""
+        from .input_pipeline import array_dataset
+
+        def rows(index):
+            out = {name: values[index] for name, values in targets.items()}
+            if self.age_head == "dex":
+                out["age_distribution"] = age_distribution(out["age"])
+            return out
+
+        validation_data = None
+        if len(val):
+            validation_data = array_dataset(X[val], rows(val), batch_size=self.batch_size, shuffle=False)
+        train_data = array_dataset(X[train], rows(train), batch_size=self.batch_size, shuffle=True, seed=seed)
+        return train_data, validation_data
+
+    def _record_history(self, history) -> None:
+        self.history_ = {name: [float(v) for v in values] for name, values in history.history.items()}
+        self.n_epochs_ = len(self.history_["loss"])
 
     # -------------------------------------------------------------- predict
-    def _predict_raw(self, X) -> tuple[np.ndarray, np.ndarray]:
-        if not hasattr(self, "model_"):
+    def _validate_images(self, X) -> np.ndarray:
+        """``X`` checked against the fitted estimator, as a float32 batch ``(n, h, w, c)``."""
+        try:
+            check_is_fitted(self)
+        except NotFittedError as exc:
             raise NotFittedEstimatorError(
                 f"This {type(self).__name__} is not fitted yet; call fit(X, y) first, or use "
                 "skface.load_pretrained() for a ready model."
+            ) from exc
+        if isinstance(X, np.ndarray) and X.dtype == np.uint8 and X.ndim == 4 and len(X):
+            # What ImagePreprocessor returns: always finite, so check_array (a tenth of a
+            # millisecond, which one image notices) is skipped; the shapes are checked below.
+            checked = X
+        else:
+            checked = check_array(X, allow_nd=True, dtype=np.float32, estimator=self, input_name="X")
+        images = _as_image_batch(checked)
+        if checked.ndim > 2:  # images get a clearer message than scikit-learn's count of features
+            self._check_image_shape(images)
+        validate_data(self, checked, reset=False, skip_check_array=True)  # n_features_in_
+        self._check_image_shape(images)  # a table of the right width on a model fitted on images
+        return images.astype(np.float32, copy=False)
+
+    def _check_image_shape(self, images: np.ndarray) -> None:
+        if tuple(images.shape[1:]) != self.input_shape_:
+            h, _, c = self.input_shape_
+            raise ValueError(
+                f"X has images of shape {tuple(images.shape[1:])}, but this model was fitted on "
+                f"{self.input_shape_}; resize them, e.g. with "
+                f"ImagePreprocessor(image_size={h}, color={'grayscale' if c == 1 else 'rgb'!r})."
             )
-        import tensorflow as tf
-
-        X = self._validate_input(X, reset=False)
-        forward = self._compiled_forward(self._zoom_factors())
-        # A compiled call per chunk: the test-time views of its images ride in the same batch.
-        outputs = [forward(tf.convert_to_tensor(X[start:start + _PREDICT_CHUNK]))
-                   for start in range(0, len(X), _PREDICT_CHUNK)]
-        return tuple(np.concatenate([np.asarray(out[i], dtype=np.float64) for out in outputs]) for i in (0, 1))
-
-    def _zoom_factors(self) -> tuple[float, ...]:
-        """``zoom_tta`` checked, as a tuple."""
-        value = self.zoom_tta
-        if value is None:
-            return ()
-        if (isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")
-                or not all(isinstance(z, Real) and not isinstance(z, bool) and 0.5 <= z <= 2 for z in value)):
-            raise ValueError(f"zoom_tta must be a tuple of zoom factors between 0.5 and 2, e.g. (1.075, 0.935), "
-                             f"or () for none; got {value!r}.")
-        return tuple(float(z) for z in value)
-
-    def _compiled_forward(self, zooms: tuple[float, ...]):
-        """Inference with test-time views as a compiled TensorFlow function, built once per model and views.
-
-        ``model.predict`` builds a data pipeline per call and an eager call runs
-        layer by layer from Python, each costing milliseconds; a traced graph
-        answers a few images several times faster, and large batches, in
-        chunks, about twice as fast as ``model.predict`` (whose input threads
-        compete with the network's on a small CPU). The graph is traced once,
-        for any batch size, and called as a concrete function: that skips the
-        per-call signature matching of a ``tf.function`` (about 0.4 ms).
-        """
-        key = (self.model_, zooms, bool(self.flip_tta), self.input_shape_)
-        if getattr(self, "_compiled_for", None) != key:
-            import tensorflow as tf
-
-            model, flip = self.model_, bool(self.flip_tta)
-
-            def forward(images):
-                views = _views(images, zooms, flip)
-                out = model(tf.concat(views, axis=0), training=False)
-
-                def mean_over_views(values):
-                    return tf.reduce_mean(tf.reshape(tf.cast(values, tf.float32), (len(views), -1)), axis=0)
-
-                return mean_over_views(out["age"]), mean_over_views(out["gender"])
-
-            spec = tf.TensorSpec((None, *self.input_shape_), tf.float32)
-            self._compiled, self._compiled_for = tf.function(forward).get_concrete_function(spec), key
-        return self._compiled
 
     def predict(self, X) -> np.ndarray:
         """Predict ``[age, gender]`` for each image.
@@ -487,7 +446,9 @@ class AgeGenderCNN(BaseEstimator):
         proba : ndarray of shape (n, 2)
             As :meth:`predict_proba`.
         """
-        age, p_female = self._predict_raw(X)
+        images = self._validate_images(X)
+        age, p_female = predict_age_and_female(self.model_, images, zooms=zoom_factors(self.zoom_tta),
+                                               flip=bool(self.flip_tta))
         y_pred = np.column_stack([age, (p_female >= 0.5).astype(np.float64)])
         return y_pred, np.column_stack([1.0 - p_female, p_female])
 
@@ -520,8 +481,6 @@ class AgeGenderCNN(BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         model = state.pop("model_", None)
-        for cached in ("_compiled", "_compiled_for"):  # the compiled function is rebuilt on first use
-            state.pop(cached, None)
         if model is not None:
             from .architecture import save_network
 
@@ -545,6 +504,10 @@ class AgeGenderCNN(BaseEstimator):
                     f.write(model_bytes)
                 self.model_ = load_network(path)
 
+    def __sklearn_is_fitted__(self) -> bool:
+        # Fitted means a network to predict with: a fit that failed after validating X is not.
+        return hasattr(self, "model_")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = True
@@ -555,28 +518,24 @@ class AgeGenderCNN(BaseEstimator):
         return tags
 
 
-def _views(images, zooms: tuple[float, ...], flip: bool) -> list:
-    """The test-time views of a batch: itself, one zoom per factor, and the mirror of each when ``flip``.
+def _keywords_for(function, params: dict) -> dict:
+    """The entries of ``params`` that ``function`` takes as arguments."""
+    accepted = inspect.signature(function).parameters
+    return {name: value for name, value in params.items() if name in accepted}
 
-    A zoom factor above 1 enlarges the face about the centre (the border is
-    cropped); below 1 it shrinks it (edge pixels are repeated), with the same
-    bilinear resampling as the training augmentation.
-    """
-    import keras
 
-    ops = keras.ops
-    views = [images]
-    if zooms:
-        height, width = int(images.shape[1]), int(images.shape[2])
-        cx, cy = (width - 1) / 2, (height - 1) / 2
-        for zoom in zooms:
-            scale = 1.0 / zoom  # output pixel p samples the input at centre + scale * (p - centre)
-            transform = ops.tile(ops.convert_to_tensor([[scale, 0.0, cx * (1 - scale), 0.0, scale, cy * (1 - scale),
-                                                         0.0, 0.0]], dtype="float32"), (ops.shape(images)[0], 1))
-            views.append(ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="nearest"))
-    if flip:
-        views += [ops.flip(view, axis=2) for view in views]
-    return views
+def _as_image_batch(X: np.ndarray) -> np.ndarray:
+    """A checked array as images ``(n, h, w, c)``: a 3-D batch is grayscale, a 2-D table one-row images."""
+    if X.ndim == 2:
+        return X[:, np.newaxis, :, np.newaxis]
+    if X.ndim == 3:
+        return X[..., np.newaxis]
+    if X.ndim != 4:
+        raise ValueError(
+            f"X must be a batch of images of shape (n, h, w, c), got {X.ndim} dimensions; "
+            "use skface.ImagePreprocessor to turn files or bytes into images."
+        )
+    return X
 
 
 def _target_array(y):
