@@ -18,7 +18,15 @@ in ``experiments/bench_faces.py``:
 - large images are searched on a downscaled copy (shorter side at most
   ``detection_side`` pixels), and boxes and landmarks are mapped back to the
   full-resolution image;
-- non-maximum suppression is the ordinary greedy one, in NumPy.
+- PNet's proposals, RNet's refinement and the non-maximum suppressions
+  between them run inside that same call; only ONet's final suppression
+  (overlap over the smaller box, which TensorFlow lacks) runs in NumPy.
+
+Measured (AMD EPYC, 2 cores shared, p50 of 20 interleaved rounds): a 200x200
+crop 12.5 ms (shipped mtcnn 108 ms), a 640x480 photo with one face 16.5 ms
+(238 ms), a 1280x900 photo with six faces 32 ms (582 ms). Thread settings
+(intra/inter-op 1 or 2) showed no consistent effect within the machine's noise
+and are left to the application, being process-wide.
 """
 
 from __future__ import annotations
