@@ -2,7 +2,7 @@
 
 - ``skface.data`` and the top-level helpers (metrics, evaluation, plots,
   configurations, exceptions) import neither TensorFlow/Keras nor MLflow;
-- ``skface.network`` imports no MLflow;
+- ``skface.network`` and ``skface.faces`` import no MLflow;
 - nothing in the library (data, network, tracking) imports the command line
   (``skface.cli``: argparse helpers) or the ``experiments/`` scripts.
 
@@ -48,7 +48,7 @@ def _imports(path: Path) -> set[str]:
 
 def _layer(module: str) -> str:
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in ("data", "network", "tracking", "cli"):
+    if len(parts) > 1 and parts[1] in ("data", "network", "faces", "tracking", "cli"):
         return parts[1]
     if len(parts) > 1 and parts[1] in TOP_LEVEL_HELPERS:
         return "data"
@@ -58,6 +58,7 @@ def _layer(module: str) -> str:
 FORBIDDEN = {
     "data": ("tensorflow", "keras", "mlflow", "skface.network", "skface.tracking", "skface.cli", "experiments"),
     "network": ("mlflow", "skface.tracking", "skface.cli", "experiments"),
+    "faces": ("mlflow", "skface.tracking", "skface.cli", "experiments"),
     "tracking": ("skface.cli", "experiments"),
 }
 
