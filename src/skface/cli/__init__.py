@@ -42,9 +42,11 @@ def _predict_parser(sub) -> None:
         "predict",
         help="predict age and gender for image files or folders",
         description=(
-            "Predict age and gender for image files, or every file in the given folders (recursively). "
-            "Unreadable or missing files and empty folders are reported and the other files answered; "
-            "the exit status is 1 if any was."
+            "Predict age and gender for every face in image files, or in every file of the given folders "
+            "(recursively): one line per face, with its box (x, y, width, height in pixels), the detector's "
+            "confidence, age, gender and the probability of that gender. Unreadable or missing files, files "
+            "with no face and empty folders are reported and the other files answered; the exit status is 1 "
+            "if any was."
         ),
     )
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
@@ -54,7 +56,11 @@ def _predict_parser(sub) -> None:
         help="a folder saved by `skface train --save`, or an MLflow model URI such as "
         "models:/skface@champion or runs:/<run_id>/model; default: the pretrained model",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
+    p.add_argument("--json", action="store_true", help="print one JSON object per face instead of a table")
+    p.add_argument("--crops", action="store_true",
+                   help="the images are tight face crops already: answer each whole, without looking for faces")
+    p.add_argument("--annotate", type=Path, default=None, metavar="DIR",
+                   help="also write each image with its faces' boxes and labels into this folder")
     p.add_argument("--batch-size", type=int, default=256, help="images decoded and predicted at a time")
     p.set_defaults(func=_predict)
 
@@ -208,30 +214,55 @@ def _predict(args) -> int:
     files, n_empty = _image_files(args.inputs)
     if not files:
         return 1
+    if args.annotate is not None:
+        args.annotate.mkdir(parents=True, exist_ok=True)
     n_errors = 0
     width = max([len(str(f)) for f in files] + [4])
     if not args.json:
-        print(f"{'file':<{width}}  {'age':>5}  {'gender':<7} {'p':>5}")
+        print(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<23} {'conf':>5}  {'age':>5}  {'gender':<7} "
+              f"{'p':>5}")
     with tqdm(total=len(files), desc="Predicting", unit="img", disable=len(files) <= args.batch_size) as bar:
         for start in range(0, len(files), args.batch_size):
             batch = files[start:start + args.batch_size]
-            for path, row in zip(batch, predict_rows(pipeline, batch, batch_size=args.batch_size)):
-                row = {"file": str(path), **row}
-                if row["error"]:
-                    n_errors += 1
-                else:
-                    row["age"], row["gender_probability"] = round(row["age"], 1), round(row["gender_probability"], 3)
-                if args.json:
-                    print(json.dumps(row))
-                elif row["error"]:
-                    print(f"{row['file']:<{width}}  error: {row['error']}")
-                else:
-                    print(f"{row['file']:<{width}}  {row['age']:>5.1f}  {row['gender']:<7} "
-                          f"{row['gender_probability']:>5.2f}")
+            for path, row in zip(batch, predict_rows(pipeline, batch, batch_size=args.batch_size, crops=args.crops)):
+                n_errors += bool(row["error"])
+                for line in _face_lines(path, row):
+                    if args.json:
+                        print(json.dumps(line))
+                    elif line["error"]:
+                        print(f"{line['file']:<{width}}  error: {line['error']}")
+                    else:
+                        box = "whole image" if line["box"] is None else ", ".join(f"{v:.0f}" for v in line["box"])
+                        conf = "" if line["confidence"] is None else f"{line['confidence']:.2f}"
+                        print(f"{line['file']:<{width}}  {line['face']:>4}  {box:<23} {conf:>5}  {line['age']:>5.1f}  "
+                              f"{line['gender']:<7} {line['gender_probability']:>5.2f}")
+                if args.annotate is not None and not row["error"]:
+                    _annotate(path, row, args.annotate, Path(args.inputs[0]))
             bar.update(len(batch))
     if n_errors:
-        print(f"{n_errors} of {len(files)} files could not be read.", file=sys.stderr)
+        print(f"{n_errors} of {len(files)} files could not be read or have no face.", file=sys.stderr)
     return 1 if n_errors or n_empty else 0
+
+
+def _face_lines(path: Path, row: dict) -> list[dict]:
+    """One output line per face of a row (one line with the error for a row without an answer)."""
+    if row["error"]:
+        return [{"file": str(path), "face": None, "box": None, "confidence": None, "age": None, "gender": None,
+                 "gender_probability": None, "error": row["error"]}]
+    return [{"file": str(path), "face": index, "box": face["box"], "confidence": face["confidence"],
+             "age": round(face["age"], 1), "gender": face["gender"],
+             "gender_probability": round(face["gender_probability"], 3), "error": ""}
+            for index, face in enumerate(row["faces"])]
+
+
+def _annotate(path: Path, row: dict, folder: Path, root: Path) -> None:
+    """Write the image with its faces drawn on it as ``folder/<its name>.jpg``."""
+    from ..faces import draw_faces, load_rgb
+
+    name = path.relative_to(root) if root.is_dir() and root in path.parents else Path(path.name)
+    target = (folder / name).with_suffix(".jpg")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    draw_faces(load_rgb(path), row["faces"]).save(target, quality=90)
 
 
 def main(argv: list[str] | None = None) -> int:

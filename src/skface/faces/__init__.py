@@ -7,6 +7,7 @@
   crop of each image's most prominent face.
 - :func:`find_faces`: every face of one image with its aligned crop.
 - :func:`load_rgb`: one image decoded at full resolution.
+- :func:`draw_faces`: boxes and labels drawn on a photo.
 
 This subpackage imports TensorFlow; ``import skface`` does not import it.
 """
@@ -15,6 +16,7 @@ from .aligner import AlignedFace, FaceAligner, NoFaceError, find_faces
 from .alignment import CROP_SIZE, TEMPLATE, align_face, similarity_transform
 from .decoding import load_rgb
 from .detector import LANDMARK_NAMES, Face, FaceDetector
+from .drawing import draw_faces
 
 __all__ = [
     "AlignedFace",
@@ -27,6 +29,7 @@ __all__ = [
     "LANDMARK_NAMES",
     "TEMPLATE",
     "align_face",
+    "draw_faces",
     "load_rgb",
     "similarity_transform",
 ]

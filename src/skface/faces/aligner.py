@@ -7,13 +7,12 @@ from dataclasses import dataclass, field
 from numbers import Real
 
 import numpy as np
-from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..data.imaging import MAX_PIXELS
 from ..data.preprocessing import _as_items
 from ..exceptions import ImageDecodeError
-from .alignment import CROP_SIZE, align_face, template_offset
+from .alignment import align_face, template_offset
 from .decoding import load_rgb
 from .detector import Face, FaceDetector, _check_params
 
@@ -23,7 +22,11 @@ from .detector import Face, FaceDetector, _check_params
 #: TEMPLATE.md, "Tight crops").
 TIGHT_CROP_TOLERANCE = (0.15, 10.0, 12.0)
 
-_ON_NO_FACE = ("raise", "keep")
+_ON_NO_FACE = ("keep_crops", "raise", "keep")
+#: Under ``on_no_face="keep_crops"``, an image with no face found is taken for a tight face crop, and kept,
+#: when it is square (sides within 5%) and at most this many pixels on a side: UTKFace crops are 200 px,
+#: and the detector misses about 1% of them (mostly babies); photos are neither square nor that small.
+CROP_LIKE_SIDE = 256
 
 
 class NoFaceError(ImageDecodeError):
@@ -32,12 +35,15 @@ class NoFaceError(ImageDecodeError):
 
 @dataclass(frozen=True)
 class AlignedFace(Face):
-    """A :class:`Face` with its aligned crop.
+    """A :class:`Face` with the crop that the network should see.
 
     Attributes
     ----------
-    crop : ndarray of shape (200, 200, 3), dtype uint8
-        The face warped to the template of UTKFace crops.
+    crop : ndarray of shape (h, w, 3), dtype uint8
+        The face warped to the template of UTKFace crops (200x200), or the
+        whole image where it already is a tight crop. For an image that
+        :class:`FaceAligner` keeps although no face was found, the box is the
+        whole image and ``confidence`` and ``landmarks`` are None.
     """
 
     crop: np.ndarray = field(default=None, repr=False)
@@ -97,12 +103,15 @@ class FaceAligner(TransformerMixin, BaseEstimator):
     tight_crop_tolerance : tuple of float or None, default=(0.15, 10.0, 12.0)
         ``(|log scale|, degrees, pixels)``: when the face of the image,
         resized to 200x200, is within these of the template in scale,
-        rotation and shift, the image is resized rather than warped, which
+        rotation and shift, the image is kept as it is rather than warped, which
         leaves tight face crops such as UTKFace's untouched. None always warps.
-    on_no_face : {"raise", "keep"}, default="raise"
-        What to do with an image where no face is found: raise
-        :class:`NoFaceError` naming it, or keep the whole image, resized to
-        200x200, for batch work.
+    on_no_face : {"keep_crops", "raise", "keep"}, default="keep_crops"
+        What to do with an image where no face is found. ``"keep_crops"``:
+        keep it whole when it looks like a tight face crop (square, at most
+        :data:`CROP_LIKE_SIDE` pixels a side: the detector misses about 1% of
+        UTKFace crops, mostly babies), else raise :class:`NoFaceError` naming
+        it. ``"raise"``: always raise. ``"keep"``: always keep the whole
+        image, for batch work that must answer every image.
     max_pixels : int or None, default=50_000_000
         Image files with more pixels are refused before decoding.
 
@@ -119,7 +128,7 @@ class FaceAligner(TransformerMixin, BaseEstimator):
 
     def __init__(self, min_face_size: float = 0.1, detection_side: int | None = 480,
                  tight_crop_tolerance: tuple[float, float, float] | None = TIGHT_CROP_TOLERANCE,
-                 on_no_face: str = "raise", max_pixels: int | None = MAX_PIXELS):
+                 on_no_face: str = "keep_crops", max_pixels: int | None = MAX_PIXELS):
         self.min_face_size = min_face_size
         self.detection_side = detection_side
         self.tight_crop_tolerance = tight_crop_tolerance
@@ -141,8 +150,8 @@ class FaceAligner(TransformerMixin, BaseEstimator):
         self._check_params()
         return self
 
-    def transform(self, X) -> np.ndarray:
-        """Align the most prominent face of every image of ``X``.
+    def transform(self, X) -> list[np.ndarray]:
+        """The face that the network should see in each image of ``X``: its most prominent one.
 
         Parameters
         ----------
@@ -152,38 +161,73 @@ class FaceAligner(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        crops : ndarray of shape (n, 200, 200, 3), dtype uint8
+        faces : list of ndarray of shape (h, w, 3), dtype uint8
+            One RGB image per item: the aligned 200x200 crop of its largest
+            face, or the image itself where it already is a tight crop (see
+            ``tight_crop_tolerance`` and ``on_no_face``). A list, since kept
+            images keep their size; :class:`skface.ImagePreprocessor` takes it.
 
         Raises
         ------
         ImageDecodeError
             If an item cannot be read; the message names its index.
         NoFaceError
-            If no face is found in an item and ``on_no_face="raise"``.
+            If no face is found in an item that ``on_no_face`` does not keep.
         """
         detector = self._check_params()
-        items = _as_items(X)
-        out = np.empty((len(items), CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
-        for index, item in enumerate(items):
-            name = f" ({os.fspath(item)!r})" if isinstance(item, (str, os.PathLike)) else ""
+        out = []
+        for index, item in enumerate(_as_items(X)):
             try:
-                image = load_rgb(item, max_pixels=self.max_pixels)
+                out.append(self._faces(item, detector)[0].crop)
             except ImageDecodeError as exc:
-                raise ImageDecodeError(f"item {index}{name}: {exc}") from exc
-            faces = detector.detect(image)
-            if not faces:
-                if self.on_no_face == "raise":
-                    raise NoFaceError(
-                        f"item {index}{name}: no face found in this {image.shape[1]}x{image.shape[0]} image; "
-                        "pass an image with a face at least min_face_size of its shorter side, lower "
-                        "min_face_size, or set on_no_face='keep' to pass such images through whole."
-                    )
-                out[index] = _resized(image)
-            elif self._is_tight(faces[0], image.shape[:2]):
-                out[index] = _resized(image)
-            else:
-                out[index] = align_face(image, faces[0].landmarks)
+                name = f" ({os.fspath(item)!r})" if isinstance(item, (str, os.PathLike)) else ""
+                raise type(exc)(f"item {index}{name}: {exc}") from exc
         return out
+
+    def find(self, image) -> list[AlignedFace]:
+        """Every face of one image, each with the crop that the network should see.
+
+        The largest face comes first, with the same crop that
+        :meth:`transform` gives; the others are aligned to the template.
+
+        Parameters
+        ----------
+        image : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+            One image in any form that :class:`skface.ImagePreprocessor` takes.
+
+        Returns
+        -------
+        faces : list of AlignedFace
+            At least one: an image that ``on_no_face`` keeps is one face
+            whose box is the whole image, with confidence and landmarks None.
+
+        Raises
+        ------
+        ImageDecodeError
+            If the image cannot be read.
+        NoFaceError
+            If no face is found and ``on_no_face`` does not keep the image.
+        """
+        return self._faces(image, self._check_params())
+
+    def _faces(self, item, detector: FaceDetector) -> list[AlignedFace]:
+        image = load_rgb(item, max_pixels=self.max_pixels)
+        height, width = image.shape[:2]
+        faces = detector.detect(image)
+        if not faces:
+            crop_like = max(height, width) <= CROP_LIKE_SIDE and abs(height - width) <= 0.05 * max(height, width)
+            if self.on_no_face == "keep" or (self.on_no_face == "keep_crops" and crop_like):
+                return [AlignedFace(box=(0.0, 0.0, float(width), float(height)), confidence=None, landmarks=None,
+                                    crop=image)]
+            raise NoFaceError(
+                f"no face found in this {width}x{height} image; pass an image with a face at least "
+                f"min_face_size={self.min_face_size} of its shorter side, lower min_face_size, or set "
+                "on_no_face='keep' to pass such images through whole."
+            )
+        return [AlignedFace(box=face.box, confidence=face.confidence, landmarks=face.landmarks,
+                            crop=image if rank == 0 and self._is_tight(face, (height, width))
+                            else align_face(image, face.landmarks))
+                for rank, face in enumerate(faces)]
 
     def _is_tight(self, face: Face, shape) -> bool:
         if self.tight_crop_tolerance is None:
@@ -193,7 +237,7 @@ class FaceAligner(TransformerMixin, BaseEstimator):
 
     def _check_params(self) -> FaceDetector:
         if self.on_no_face not in _ON_NO_FACE:
-            raise ValueError(f"on_no_face must be 'raise' or 'keep', got {self.on_no_face!r}.")
+            raise ValueError(f"on_no_face must be one of {', '.join(map(repr, _ON_NO_FACE))}, got {self.on_no_face!r}.")
         tolerance = self.tight_crop_tolerance
         if tolerance is not None and (
                 not isinstance(tolerance, (tuple, list)) or len(tolerance) != 3
@@ -212,9 +256,3 @@ class FaceAligner(TransformerMixin, BaseEstimator):
         tags.input_tags.two_d_array = False
         tags.input_tags.string = True
         return tags
-
-
-def _resized(image: np.ndarray) -> np.ndarray:
-    if image.shape[:2] == (CROP_SIZE, CROP_SIZE):
-        return image
-    return np.asarray(Image.fromarray(image).resize((CROP_SIZE, CROP_SIZE), Image.Resampling.BILINEAR))

@@ -51,13 +51,13 @@ def read_metadata(path: str | os.PathLike | None = None) -> dict:
 
 
 def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
-    """Save a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` to a folder.
+    """Save a fitted ``Pipeline([FaceAligner,] ImagePreprocessor, AgeGenderCNN)`` to a folder.
 
     Parameters
     ----------
     pipeline : Pipeline
-        Two steps: an :class:`ImagePreprocessor`, then a fitted
-        :class:`AgeGenderCNN`.
+        An optional :class:`skface.faces.FaceAligner`, an
+        :class:`ImagePreprocessor`, then a fitted :class:`AgeGenderCNN`.
     path : str or path-like
         Folder to write ``model.keras`` and ``skface.json`` into; created if
         missing, and the two files are replaced if present.
@@ -70,16 +70,20 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
     path : pathlib.Path
         The folder written.
     """
-    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
+    if not isinstance(pipeline, Pipeline) or len(pipeline.steps) not in (2, 3):
         raise TypeError(
-            "save_pretrained expects Pipeline([(name, ImagePreprocessor(...)), (name, AgeGenderCNN(...))]), "
-            f"got {pipeline!r}."
+            "save_pretrained expects Pipeline([(name, FaceAligner(...)),] (name, ImagePreprocessor(...)), "
+            f"(name, AgeGenderCNN(...))]), got {pipeline!r}."
         )
-    preprocessor, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
-    if not isinstance(preprocessor, ImagePreprocessor) or not isinstance(estimator, AgeGenderCNN):
+    aligner = pipeline[0] if len(pipeline.steps) == 3 else None
+    preprocessor, estimator = pipeline[-2], pipeline[-1]
+    if aligner is not None:
+        from ..faces import FaceAligner
+    if (not isinstance(preprocessor, ImagePreprocessor) or not isinstance(estimator, AgeGenderCNN)
+            or (aligner is not None and not isinstance(aligner, FaceAligner))):
         raise TypeError(
-            "save_pretrained expects an ImagePreprocessor followed by an AgeGenderCNN, got "
-            f"{type(preprocessor).__name__} and {type(estimator).__name__}."
+            "save_pretrained expects an optional FaceAligner, an ImagePreprocessor, then an AgeGenderCNN, got "
+            f"{', '.join(type(step).__name__ for _, step in pipeline.steps)}."
         )
     check_is_fitted(estimator, "model_")
     params = estimator.get_params()
@@ -88,7 +92,8 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
         params["random_state"] = None
     state = {
         "format": FORMAT_VERSION,
-        "steps": [pipeline.steps[0][0], pipeline.steps[1][0]],
+        "steps": [name for name, _ in pipeline.steps],
+        **({"aligner": aligner.get_params()} if aligner is not None else {}),
         "preprocessor": preprocessor.get_params(),
         "estimator": params,
         "fitted": {
@@ -109,7 +114,7 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
 
 
 def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
-    """Load a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)``.
+    """Load a fitted ``Pipeline([FaceAligner,] ImagePreprocessor, AgeGenderCNN)``.
 
     Parameters
     ----------
@@ -122,7 +127,9 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     -------
     pipeline : Pipeline
         Predicts ``[age, gender]`` from file paths, encoded bytes, PIL
-        images or arrays.
+        images or arrays. The shipped model starts with a
+        :class:`skface.faces.FaceAligner`, so that it answers for whole
+        photos (the most prominent face of each) and tight face crops alike.
 
     Raises
     ------
@@ -133,7 +140,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     --------
     >>> from skface import load_pretrained
     >>> model = load_pretrained()  # doctest: +SKIP
-    >>> model.predict(["face.jpg"])  # doctest: +SKIP
+    >>> model.predict(["photo.jpg"])  # doctest: +SKIP
     array([[31.2,  1. ]])
     """
     from .architecture import load_network
@@ -170,6 +177,11 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     estimator.n_epochs_ = fitted["n_epochs_"]
     estimator.history_ = fitted["history_"]
     estimator.model_ = load_network(model_file)
-    preprocessor = ImagePreprocessor(**state["preprocessor"])
-    names = state.get("steps", ["preprocess", "model"])
-    return Pipeline([(names[0], preprocessor), (names[1], estimator)])
+    steps = [ImagePreprocessor(**state["preprocessor"]), estimator]
+    if "aligner" in state:
+        from ..faces import FaceAligner
+
+        steps.insert(0, FaceAligner(**{name: tuple(value) if isinstance(value, list) else value
+                                       for name, value in state["aligner"].items()}))
+    names = state.get("steps", ["faces", "preprocess", "model"][-len(steps):])
+    return Pipeline(list(zip(names, steps)))

@@ -1,8 +1,9 @@
-"""The standard pipeline, ``ImagePreprocessor`` then ``AgeGenderCNN``: building and training it, and its per-row answers.
+"""The standard pipeline, ``FaceAligner``, ``ImagePreprocessor`` then ``AgeGenderCNN``: building, training, answering.
 
 Every entry point goes through these: ``skface train`` and the MLflow
 recipes build and train the pipeline with :func:`train_pipeline`; the served
-model, ``skface predict`` and evaluation answer with :func:`predict_rows`.
+model and ``skface predict`` answer with :func:`predict_rows`, one row per
+input image with one entry per face found in it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from ..data.preprocessing import ImagePreprocessor
 from ..exceptions import ImageDecodeError
 from .estimator import AgeGenderCNN
 
-#: The fields of one answer, the same for the served model, ``skface predict`` and evaluation.
-ROW_FIELDS = ("age", "gender", "gender_probability", "error")
+#: The fields of one answer, the same for the served model and ``skface predict``: the most prominent
+#: face's age, gender and probability of that gender, an error (empty when the image was read and has a
+#: face), and every face found with its own answer (see :func:`predict_rows`).
+ROW_FIELDS = ("age", "gender", "gender_probability", "error", "faces")
 
 
-def make_pipeline(estimator: AgeGenderCNN, *, image_size: int, color: str) -> Pipeline:
-    """``Pipeline([("preprocess", ImagePreprocessor(...)), ("model", estimator)])``.
+def make_pipeline(estimator: AgeGenderCNN, *, image_size: int, color: str, faces: bool = True) -> Pipeline:
+    """``Pipeline([("faces", FaceAligner()), ("preprocess", ImagePreprocessor(...)), ("model", estimator)])``.
 
     Parameters
     ----------
@@ -32,12 +35,21 @@ def make_pipeline(estimator: AgeGenderCNN, *, image_size: int, color: str) -> Pi
         Side of the square images the estimator reads.
     color : {"grayscale", "rgb"}
         Their colour.
+    faces : bool, default=True
+        Start with a :class:`skface.faces.FaceAligner`, so that the pipeline
+        answers for whole photos (their most prominent face) as well as for
+        tight face crops, which it keeps as they are.
 
     Returns
     -------
     pipeline : Pipeline
     """
-    return Pipeline([("preprocess", ImagePreprocessor(image_size=image_size, color=color)), ("model", estimator)])
+    steps = [("preprocess", ImagePreprocessor(image_size=image_size, color=color)), ("model", estimator)]
+    if faces:
+        from ..faces import FaceAligner
+
+        steps.insert(0, ("faces", FaceAligner()))
+    return Pipeline(steps)
 
 
 def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: str, seed: int,
@@ -74,16 +86,17 @@ def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: st
     return make_pipeline(estimator, image_size=image_size, color=color), time.perf_counter() - start
 
 
-def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None = None,
-                 batch_size: int = 256) -> list[dict]:
-    """One answer per item, where an item that cannot be read gets an error instead of failing the others.
+def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None = None, batch_size: int = 256,
+                 crops: bool = False) -> list[dict]:
+    """One answer per item, with one entry per face; an item that cannot be read gets an error, not the batch.
 
     Parameters
     ----------
     pipeline : Pipeline
-        A fitted pipeline whose last step is an :class:`AgeGenderCNN` and
-        whose other steps turn one item into one image (the standard
-        pipeline's :class:`ImagePreprocessor`).
+        A fitted pipeline whose last step is an :class:`AgeGenderCNN`,
+        optionally starting with a :class:`skface.faces.FaceAligner` (which
+        finds every face), and whose other steps turn one image into one
+        network input (the standard pipeline's :class:`ImagePreprocessor`).
     items : sequence
         File paths, encoded bytes, PIL images or arrays; or whatever ``read``
         turns into one of those.
@@ -91,35 +104,59 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
         Applied to each item first (the served model decodes base64 text);
         an :class:`ImageDecodeError` it raises becomes that row's error.
     batch_size : int, default=256
-        Images decoded and predicted at a time: bounds the memory of a long
+        Items decoded and predicted at a time: bounds the memory of a long
         sequence.
+    crops : bool, default=False
+        The items are tight face crops already: skip the face step and
+        answer each image as a whole.
 
     Returns
     -------
     rows : list of dict
-        One per item, with :data:`ROW_FIELDS`: ``age`` (years), ``gender``
-        (``"male"`` or ``"female"``), ``gender_probability`` (the probability
-        of the predicted gender) and ``error`` (empty when the item was read;
-        else why not, and the predictions are None).
+        One per item, with :data:`ROW_FIELDS`. ``faces`` lists every face
+        found, largest first, each with ``box`` (``[x, y, width, height]`` in
+        the image's pixels; None when the image was taken whole),
+        ``confidence`` (the detector's; None likewise), ``age`` (years),
+        ``gender`` (``"male"`` or ``"female"``) and ``gender_probability``
+        (the probability of that gender). The row's own ``age``, ``gender``
+        and ``gender_probability`` are the first face's. ``error`` says why
+        an item has no answer (unreadable, or no face found), and then the
+        predictions are None and ``faces`` is empty.
     """
-    preprocess, model = pipeline[:-1], pipeline[-1]
+    from ..faces import FaceAligner
+
+    aligner = pipeline[0] if isinstance(pipeline[0], FaceAligner) else None
+    preprocess, model = (pipeline[1:-1] if aligner is not None else pipeline[:-1]), pipeline[-1]
     rows = []
     for start in range(0, len(items), batch_size):
-        chunk = [{"age": None, "gender": None, "gender_probability": None, "error": ""}
-                 for _ in items[start:start + batch_size]]
-        images, good = [], []
-        for row, item in zip(chunk, items[start:start + batch_size]):
+        chunk = items[start:start + batch_size]
+        answers = [{"age": None, "gender": None, "gender_probability": None, "error": "", "faces": []}
+                   for _ in chunk]
+        images = []
+        for row, item in zip(answers, chunk):
             try:
-                images.append(preprocess.transform([read(item) if read is not None else item])[0])
-                good.append(row)
+                item = read(item) if read is not None else item
+                found = ([(None, None, item)] if aligner is None or crops
+                         else [(face.box, face.confidence, face.crop) for face in aligner.find(item)])
+                inputs = [preprocess.transform([image])[0] for _, _, image in found]
             except ImageDecodeError as exc:
                 # The preprocessor names the item's index in its one-item batch; the row is the item.
                 row["error"] = str(exc.__cause__ if isinstance(exc.__cause__, ImageDecodeError) else exc)
-        if good:
+                continue
+            row["faces"] = [{"box": None if box is None else [round(float(v), 1) for v in box],
+                             "confidence": None if confidence is None else round(float(confidence), 4)}
+                            for box, confidence, _ in found]
+            images.extend(inputs)
+        if images:
             y_pred, proba = model.predict_with_proba(np.stack(images))
-            for row, (age, gender), p_female in zip(good, y_pred, proba[:, 1]):
-                is_female = gender == 1
-                row.update(age=float(age), gender="female" if is_female else "male",
-                           gender_probability=float(p_female if is_female else 1.0 - p_female))
-        rows.extend(chunk)
+            answered = iter(zip(y_pred, proba[:, 1]))
+            for row in answers:
+                for face in row["faces"]:
+                    (age, gender), p_female = next(answered)
+                    is_female = gender == 1
+                    face.update(age=float(age), gender="female" if is_female else "male",
+                                gender_probability=float(p_female if is_female else 1.0 - p_female))
+                if row["faces"]:
+                    row.update({key: row["faces"][0][key] for key in ("age", "gender", "gender_probability")})
+        rows.extend(answers)
     return rows

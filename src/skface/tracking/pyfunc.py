@@ -59,7 +59,10 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Predict age and gender for each row of ``model_input``."""
-        rows = predict_rows(self.pipeline_, _image_column(model_input), read=_to_bytes)
+        crops = (params or {}).get("crops", False)
+        if not isinstance(crops, (bool, np.bool_)):
+            raise _bad_request(f"the parameter 'crops' must be true or false, got {crops!r}.")
+        rows = predict_rows(self.pipeline_, _image_column(model_input), read=_to_bytes, crops=bool(crops))
         # Object columns keep None for bad rows, which JSON sends as null (a float column would send NaN).
         return pd.DataFrame(rows, columns=list(ROW_FIELDS), dtype=object)
 
@@ -156,7 +159,7 @@ def _model_files(pipeline):
             "python_model": str(Path(__file__).with_name("mlflow_model.py")),
             "artifacts": {ARTIFACT_KEY: str(save_pretrained(pipeline, Path(folder) / ARTIFACT_KEY))},
             "code_paths": [str(code)],
-            "signature": infer_signature(example, output),
+            "signature": infer_signature(example, output, params={"crops": False}),
             "input_example": example,
             "pip_requirements": _pip_requirements(),
         }
