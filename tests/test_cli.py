@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
 
 def test_train_prints_held_out_figures_and_saves(trained, capsys):
     model = load_pretrained(trained)
-    assert model.steps[1][1].input_shape_ == (16, 16, 1)
+    assert model.named_steps["model"].input_shape_ == (16, 16, 1)
     assert model.predict(np.zeros((1, 30, 30, 3), dtype=np.uint8)).shape == (1, 2)
 
 
@@ -65,7 +65,9 @@ def test_predict_table(trained, tmp_path, capsys):
     Image.new("RGB", (40, 40)).save(tmp_path / "a.jpg")
     assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(trained)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["file", "age", "gender", "p"]
+    assert out.splitlines()[0].split() == ["file", "face", "box", "(x,", "y,", "w,", "h)", "conf", "age", "gender", "p"]
+    # A plain 40x40 square has no face but the shape of a crop: answered whole.
+    assert out.splitlines()[1].split()[1:5] == ["0", "0,", "0,", "40,"]
 
 
 def test_console_script_help():
@@ -121,8 +123,8 @@ def test_train_with_a_named_configuration(tmp_path, capsys, monkeypatch):
                  "--save", str(tmp_path / "m")]) == 0
     assert "Configuration 'tiny'" in capsys.readouterr().out
     model = load_pretrained(tmp_path / "m")
-    estimator = model.steps[1][1]
-    assert estimator.age_head == "dex" and model.steps[0][1].color == "rgb"
+    estimator = model.named_steps["model"]
+    assert estimator.age_head == "dex" and model.named_steps["preprocess"].color == "rgb"
     assert estimator.validation_split == 0.0 and "val_loss" not in estimator.history_  # the configuration's
     assert estimator.model_.get_layer("bottleneck").filters == 2
     # The one rule for --config everywhere: an option that it would override is an error.

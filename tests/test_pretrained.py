@@ -32,7 +32,7 @@ def test_save_then_load_gives_the_same_predictions(pipeline, tiny_data, tmp_path
     np.testing.assert_allclose(loaded.predict_proba(X), pipeline.predict_proba(X), rtol=1e-6)
     assert loaded.get_params()["model__filters"] == TINY["filters"]
     assert loaded.get_params()["model__zoom_tta"] == ()
-    assert loaded.steps[1][1].input_shape_ == (16, 16, 1)
+    assert loaded.named_steps["model"].input_shape_ == (16, 16, 1)
 
 
 def test_loaded_pipeline_predicts_from_files_and_bytes(pipeline, tmp_path):
@@ -67,7 +67,8 @@ def test_damaged_params_file(pipeline, tmp_path):
 
 
 def test_save_refuses_other_objects(tmp_path):
-    with pytest.raises(TypeError, match="ImagePreprocessor followed by an AgeGenderCNN"):
+    with pytest.raises(TypeError, match="an optional FaceAligner, an ImagePreprocessor, then an AgeGenderCNN, got "
+                                        "ImagePreprocessor, ImagePreprocessor"):
         save_pretrained(Pipeline([("a", ImagePreprocessor()), ("b", ImagePreprocessor())]), tmp_path)
 
 
@@ -117,3 +118,14 @@ def test_shipped_model_is_its_configuration():
     assert shipped == expected
     preprocess = model.named_steps["preprocess"]
     assert (preprocess.image_size, preprocess.color) == (config["image_size"], config["color"])
+
+
+def test_the_face_step_is_saved_and_loaded(pipeline, tmp_path):
+    from skface.faces import FaceAligner
+
+    with_faces = Pipeline([("faces", FaceAligner(min_face_size=0.2, on_no_face="keep")), *pipeline.steps])
+    loaded = load_pretrained(save_pretrained(with_faces, tmp_path / "faces"))
+    assert [name for name, _ in loaded.steps] == ["faces", "preprocess", "model"]
+    assert loaded[0].get_params() == with_faces[0].get_params()
+    image = np.full((30, 50, 3), 128, dtype=np.uint8)  # no face, kept whole (on_no_face="keep")
+    np.testing.assert_array_equal(loaded.predict([image]), with_faces.predict([image]))

@@ -107,28 +107,38 @@ def test_malformed_requests_get_400_and_the_server_stays_up(served):
     assert np.isfinite(body["predictions"][0]["age"])
 
 
-def test_skface_serve_serves_a_saved_model_in_one_command(tmp_path):
-    """`skface serve --model DIR` (the pretrained model by default) answers as the pipeline does in process."""
-    from skface import save_pretrained
+def test_skface_serve_serves_the_pretrained_model_in_one_command(tmp_path):
+    """`skface serve` answers every face of a photo, as the shipped pipeline does in process."""
+    from skface import load_pretrained
+    from skface.network.pipeline import predict_rows
 
-    X, y = make_synthetic_faces(80, image_size=16, random_state=0)
-    pipeline = Pipeline([("preprocess", ImagePreprocessor(image_size=16)),
-                         ("model", AgeGenderCNN(filters=(4,), dense_units=8, epochs=1, verbose=0,
-                                                random_state=0).fit(X, y))])
-    save_pretrained(pipeline, tmp_path / "saved")
+    astronaut = (Path(__file__).with_name("data") / "astronaut.jpg").read_bytes()
+    pair = Image.new("RGB", (1024, 512), (120, 120, 120))
+    pair.paste(Image.open(io.BytesIO(astronaut)), (0, 0))
+    pair.paste(Image.open(io.BytesIO(astronaut)), (512, 0))
+    photos = [_jpeg(np.asarray(pair)), _jpeg(np.full((240, 320, 3), 255, dtype=np.uint8))]
     port = free_port()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(tmp_path / "serve.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "skface.cli", "serve", "--model", str(tmp_path / "saved"),
-                                   "--port", str(port), "--save", str(tmp_path / "mlflow-model")],
+        server = subprocess.Popen([sys.executable, "-m", "skface.cli", "serve", "--port", str(port),
+                                   "--save", str(tmp_path / "mlflow-model")],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             assert wait_until_up(f"http://127.0.0.1:{port}/ping", server, timeout=180), \
                 (tmp_path / "serve.log").read_text()[-3000:]
-            image = _jpeg(make_synthetic_faces(1, image_size=40, color="rgb", random_state=2)[0][0])
-            status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": {"image": [encode_image(image)]}})
+            url = f"http://127.0.0.1:{port}/invocations"
+            status, body = _post(url, {"inputs": {"image": [encode_image(p) for p in photos]}})
             assert status == 200, body
-            assert body["predictions"][0]["age"] == pytest.approx(pipeline.predict([image])[0, 0], rel=1e-5)
+            pair_row, white_row = body["predictions"]
+            expected = predict_rows(load_pretrained(), photos)[0]
+            assert len(pair_row["faces"]) == 2 and not pair_row["error"]
+            assert pair_row["age"] == pytest.approx(expected["age"], rel=1e-5)
+            assert [f["box"] for f in pair_row["faces"]] == [f["box"] for f in expected["faces"]]
+            assert white_row["age"] is None and white_row["error"].startswith("no face found")
+            # The request can say that its images are tight crops: then no face is looked for.
+            status, body = _post(url, {"inputs": {"image": [encode_image(photos[1])]}, "params": {"crops": True}})
+            assert status == 200 and body["predictions"][0]["error"] == "", body
+            assert body["predictions"][0]["faces"][0]["box"] is None
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -136,5 +146,5 @@ def test_skface_serve_serves_a_saved_model_in_one_command(tmp_path):
     assert (tmp_path / "mlflow-model" / "MLmodel").is_file()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-    # A logged model carries its own network only, not the package's pretrained weights.
-    assert not list((tmp_path / "mlflow-model").rglob("pretrained/model.keras"))
+    # A logged model carries its own network only, not a second copy of the package's pretrained weights.
+    assert len(list((tmp_path / "mlflow-model").rglob("model.keras"))) == 1

@@ -281,7 +281,7 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
     assert params["config"] == "tiny" and params["image_size"] == "16" and params["color"] == "rgb"
     assert params["filters"] == "4" and params["epochs"] == "2" and params["age_head"] == "dex"
     assert params["n_validation"] == "0" and params["dropout"] == "0.3"  # left out: the options' default
-    estimator = mlflow.pyfunc.load_model(summary["model_uri"]).unwrap_python_model().pipeline_.steps[-1][1]
+    estimator = mlflow.pyfunc.load_model(summary["model_uri"]).unwrap_python_model().pipeline_[-1]
     assert estimator.input_shape_ == (16, 16, 3) and estimator.flip_tta
 
 
