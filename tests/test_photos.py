@@ -114,3 +114,17 @@ def test_skface_predict_prints_a_line_per_face_and_annotates(tmp_path, portrait,
     # The boxes are drawn: the annotated image differs from the photo around the faces only.
     difference = np.abs(np.asarray(annotated, dtype=int) - np.asarray(Image.open(tmp_path / "pair.jpg"), dtype=int))
     assert difference.max() > 100 and not (tmp_path / "annotated" / "empty.jpg").exists()
+
+
+def test_predict_faces_gives_everything_about_each_face(model):
+    from skface import predict_faces
+
+    (face,) = predict_faces(model, str(ASTRONAUT))
+    assert set(face) == {"box", "confidence", "landmarks", "crop", "age", "gender", "gender_probability"}
+    x, y, w, h = face["box"]
+    assert face["landmarks"].shape == (5, 2) and face["crop"].shape == (200, 200, 3)
+    assert np.all((face["landmarks"] >= [x, y]) & (face["landmarks"] <= [x + w, y + h]))
+    row = predict_rows(model, [str(ASTRONAUT)])[0]
+    assert face["age"] == pytest.approx(row["age"]) and face["gender"] == row["gender"]
+    with pytest.raises(TypeError, match="starts with a skface.faces.FaceAligner"):
+        predict_faces(model[1:], str(ASTRONAUT))

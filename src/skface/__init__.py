@@ -7,6 +7,7 @@ The public surface:
 - :func:`load_utkface`: the UTKFace data set from a folder or archive.
 - :func:`make_synthetic_faces`: generated faces, the embedded default data.
 - :func:`load_pretrained` / :func:`save_pretrained`: fitted pipelines without pickle.
+- :func:`predict_faces`: every face of a photo with its box, landmarks, crop, age and gender.
 - :mod:`skface.metrics`: age and gender metrics and scorers.
 """
 
@@ -26,6 +27,7 @@ from .exceptions import (
 )
 from .network.estimator import AgeGenderCNN
 from .network.persistence import load_pretrained, save_pretrained
+from .network.pipeline import predict_faces
 
 __all__ = [
     "AgeGenderCNN",
@@ -42,6 +44,7 @@ __all__ = [
     "load_utkface",
     "make_synthetic_faces",
     "metrics",
+    "predict_faces",
     "save_pretrained",
     "write_synthetic_utkface",
     "__version__",

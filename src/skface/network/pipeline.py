@@ -123,10 +123,7 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
         an item has no answer (unreadable, or no face found), and then the
         predictions are None and ``faces`` is empty.
     """
-    from ..faces import FaceAligner
-
-    aligner = pipeline[0] if isinstance(pipeline[0], FaceAligner) else None
-    preprocess, model = (pipeline[1:-1] if aligner is not None else pipeline[:-1]), pipeline[-1]
+    aligner, preprocess, model = _split(pipeline)
     rows = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
@@ -138,7 +135,7 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
                 item = read(item) if read is not None else item
                 found = ([(None, None, item)] if aligner is None or crops
                          else [(face.box, face.confidence, face.crop) for face in aligner.find(item)])
-                inputs = [preprocess.transform([image])[0] for _, _, image in found]
+                inputs = _network_inputs(preprocess, [image for _, _, image in found])
             except ImageDecodeError as exc:
                 # The preprocessor names the item's index in its one-item batch; the row is the item.
                 row["error"] = str(exc.__cause__ if isinstance(exc.__cause__, ImageDecodeError) else exc)
@@ -153,10 +150,76 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
             for row in answers:
                 for face in row["faces"]:
                     (age, gender), p_female = next(answered)
-                    is_female = gender == 1
-                    face.update(age=float(age), gender="female" if is_female else "male",
-                                gender_probability=float(p_female if is_female else 1.0 - p_female))
+                    face.update(_answer(age, gender, p_female))
                 if row["faces"]:
                     row.update({key: row["faces"][0][key] for key in ("age", "gender", "gender_probability")})
         rows.extend(answers)
     return rows
+
+
+def predict_faces(pipeline: Pipeline, image) -> list[dict]:
+    """Every face of one image, with all there is to know about it.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        A fitted pipeline that starts with a :class:`skface.faces.FaceAligner`
+        and ends with an :class:`AgeGenderCNN`, such as
+        :func:`skface.load_pretrained`'s.
+    image : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        One image in any form that :class:`skface.ImagePreprocessor` takes.
+
+    Returns
+    -------
+    faces : list of dict
+        Largest first, each with ``box`` (``(x, y, width, height)`` in the
+        image's pixels), ``confidence`` (the detector's), ``landmarks`` (an
+        array of shape (5, 2): eyes, nose and mouth corners, see
+        :data:`skface.faces.LANDMARK_NAMES`), ``crop`` (what the network saw,
+        an RGB array), ``age`` (years), ``gender`` (``"male"`` or
+        ``"female"``) and ``gender_probability`` (of that gender). An image
+        that the aligner keeps although it found no face (a tight crop) is
+        one face whose box is the whole image, with ``confidence`` and
+        ``landmarks`` None.
+
+    Raises
+    ------
+    ImageDecodeError
+        If the image cannot be read; :class:`skface.faces.NoFaceError` if it
+        has no face and is not taken for a tight crop.
+
+    Examples
+    --------
+    >>> from skface import load_pretrained, predict_faces
+    >>> faces = predict_faces(load_pretrained(), "tests/data/astronaut.jpg")  # doctest: +SKIP
+    >>> [(face["box"], round(face["age"]), face["gender"]) for face in faces]  # doctest: +SKIP
+    [((181.8, 61.4, 84.3, 109.6), 29, 'female')]
+    """
+    aligner, preprocess, model = _split(pipeline)
+    if aligner is None:
+        raise TypeError("predict_faces needs a pipeline that starts with a skface.faces.FaceAligner, such as "
+                        "load_pretrained()'s; add one with skface.network.pipeline.make_pipeline(estimator, ...).")
+    faces = aligner.find(image)
+    y_pred, proba = model.predict_with_proba(np.stack(_network_inputs(preprocess, [face.crop for face in faces])))
+    return [{"box": face.box, "confidence": face.confidence, "landmarks": face.landmarks, "crop": face.crop,
+             **_answer(age, gender, p_female)} for face, (age, gender), p_female in zip(faces, y_pred, proba[:, 1])]
+
+
+def _answer(age, gender, p_female) -> dict:
+    """One face's answer: age, gender as a word, and the probability of that gender."""
+    is_female = gender == 1
+    return {"age": float(age), "gender": "female" if is_female else "male",
+            "gender_probability": float(p_female if is_female else 1.0 - p_female)}
+
+
+def _split(pipeline: Pipeline):
+    """``(face aligner or None, the steps that make the network's input, the estimator)``."""
+    from ..faces import FaceAligner
+
+    aligner = pipeline[0] if isinstance(pipeline[0], FaceAligner) else None
+    return aligner, (pipeline[1:-1] if aligner is not None else pipeline[:-1]), pipeline[-1]
+
+
+def _network_inputs(preprocess: Pipeline, images: list) -> list[np.ndarray]:
+    """Each image as the network's input, one at a time so that an error names the image, not a batch."""
+    return [preprocess.transform([image])[0] for image in images]
