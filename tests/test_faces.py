@@ -150,7 +150,7 @@ def test_find_faces_returns_every_face_with_its_aligned_crop(astronaut):
 
 def test_face_aligner_gives_one_crop_per_image_from_every_input_form(astronaut):
     images = [str(ASTRONAUT), ASTRONAUT.read_bytes(), Image.fromarray(astronaut), astronaut]
-    crops = FaceAligner().fit_transform(images)
+    crops = np.stack(FaceAligner().fit_transform(images))
     assert crops.shape == (4, CROP_SIZE, CROP_SIZE, 3) and crops.dtype == np.uint8
     assert np.abs(crops.astype(int) - crops[3].astype(int)).mean() < 2
 
@@ -168,8 +168,19 @@ def test_face_aligner_names_an_image_without_a_face_or_keeps_it_whole(tmp_path):
     with pytest.raises(NoFaceError, match=r"item 1 \('.*white.png'\): no face found .* on_no_face='keep'"):
         FaceAligner().transform([ASTRONAUT, path])
     assert issubclass(NoFaceError, ImageDecodeError)
-    kept = FaceAligner(on_no_face="keep").transform([path])
-    assert kept.shape == (1, CROP_SIZE, CROP_SIZE, 3) and np.all(kept == 255)
+    (kept,) = FaceAligner(on_no_face="keep").transform([path])
+    assert kept.shape == (200, 300, 3) and np.all(kept == 255)  # kept whole, at its own size
+    # By default, an image shaped like a tight crop is kept too (the detector misses some real crops),
+    # and anything else is an error.
+    square = tmp_path / "square.png"
+    Image.new("RGB", (180, 184), "white").save(square)
+    assert FaceAligner().transform([square])[0].shape == (184, 180, 3)
+    with pytest.raises(NoFaceError):
+        FaceAligner(on_no_face="raise").transform([square])
+    large = tmp_path / "large.png"
+    Image.new("RGB", (300, 300), "white").save(large)
+    with pytest.raises(NoFaceError, match="no face found in this 300x300 image"):
+        FaceAligner().transform([large])
 
 
 def test_face_aligner_reports_unreadable_items_by_index(tmp_path):
@@ -178,7 +189,7 @@ def test_face_aligner_reports_unreadable_items_by_index(tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"on_no_face": "skip"}, "on_no_face must be 'raise' or 'keep'"),
+    ({"on_no_face": "skip"}, "on_no_face must be one of 'keep_crops', 'raise', 'keep'"),
     ({"tight_crop_tolerance": (0.1, 5)}, "tight_crop_tolerance must be None or three"),
     ({"min_face_size": 20}, "fraction of the image's shorter side"),
     ({"detection_side": 5}, "detection_side must be an integer"),
