@@ -44,11 +44,28 @@ Detected boxes matched to no face are false positives. Per-face age MAE and
 gender accuracy compare the photo path (``predict_rows`` on the scene, each
 found face taking the prediction of its matched box) with the same faces given
 as crops (``predict_rows(..., crops=True)`` on the 200x200 test files): the gap
-is the cost of detection and alignment. Every ``min_face_size`` variant runs on
+is the cost of detection and alignment. A third figure, the same crops
+detected and always warped to the template (``tight_crop_tolerance=None``),
+separates what the warp alone costs from what the photo adds (resampling,
+JPEG, detection on a downscaled copy); it also tells which faces the detector
+misses on their own crop already. Every ``min_face_size`` variant runs on
 every scene, interleaved, so their figures and milliseconds are comparable.
 "Floor" variants emulate a parameter skface lacks: the smallest face looked for
 is min(first fraction x shorter side, N px), i.e. ``min_face_size`` set per
 image to min(fraction, N / shorter side).
+
+Then the tight-crop path (the test crops through ``load_pretrained().predict``
+and through ``pipeline[1:]``, which skips the face step), and timings: p50 and
+p90 over ``--rounds`` rounds that go through every task in turn (the detector
+alone, shipped ``mtcnn`` against ``FaceDetector``; a 640x480 photo with one
+face through ``predict``; a 1280x900 photo with six faces through
+``predict_rows``; a 200x200 crop with and without the face step; the same
+photo and crop over HTTP through ``mlflow models serve`` on loopback; and each
+``min_face_size`` variant on both photos).
+
+Full run (about 4 minutes on 2 cores):
+``python experiments/bench_faces.py scenes --data ../shared/data/utkface-crop_part1``.
+Dry run: ``python experiments/bench_faces.py --data synthetic --scenes 3 --serve false``.
 """
 
 import argparse
