@@ -29,7 +29,7 @@ lines. Crops never overlap. The scene is saved as a JPEG (quality 90) and read
 back as a photo would be.
 
 *Face size* means the face, not the pasted crop: the side of the box that the
-face detector draws around it. On 300 training crops of crop_part1 (200x200),
+face detector draws around it. On 300 crops of crop_part1 (200x200, drawn with seed 1),
 ``FaceDetector``'s median box is x 14.6, y 0, 165 wide, 192 tall (the top is
 clipped: the face fills the crop), so the face is 0.825 of the crop's side
 (the eyes are 0.39 apart, the "about 40%" one may read elsewhere), and a face
@@ -94,7 +94,7 @@ ASTRONAUT = REPO / "tests" / "data" / "astronaut.jpg"
 UTKFACE = REPO.parent / "shared" / "data" / "utkface-crop_part1"
 
 #: The face inside a 200x200 UTKFace crop, as fractions of the crop's side: the median box that
-#: FaceDetector draws on 300 training crops of crop_part1 (x 14.6, y 0, w 165, h 192 px).
+#: FaceDetector draws on 300 crops of crop_part1, seed 1 (x 14.6, y 0, w 165, h 192 px).
 FACE_IN_CROP = (0.073, 0.0, 0.825, 0.96)
 BACKGROUNDS = ("plain", "noise", "gradient", "clouds", "shapes")
 #: Bins of face side / the photo's shorter side: where min_face_size=0.1 starts to bite.
