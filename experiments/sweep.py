@@ -18,6 +18,7 @@ def parse_args(argv=None) -> dict:
         add_configuration_argument,
         add_data_arguments,
         add_estimator_arguments,
+        add_run_arguments,
         parse_grid,
         training_arguments,
     )
@@ -29,11 +30,7 @@ def parse_args(argv=None) -> dict:
     parser.add_argument("--grid", default="dropout=0.2,0.4;learning_rate=0.001,0.0003",
                         help="hyperparameter grid: 'name=v1,v2;name=v1,v2' (filters choices use '/': 16/32,32/64)")
     parser.add_argument("--max-trials", type=whole_number, default=8, help="at most this many trials of the grid")
-    parser.add_argument("--registered-model", default="skface", help="registered model that gets the best trial")
-    parser.add_argument("--experiment", default=None,
-                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'skface'); "
-                             "ignored under `mlflow run`, which sets it")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     kwargs = training_arguments(parser, args, command="sweep")
     try:
@@ -47,7 +44,7 @@ def parse_args(argv=None) -> dict:
 def main(argv=None) -> int:
     kwargs, as_json = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.cli.report import print_figures
+    from skface.cli.report import print_figures, print_registration
     from skface.tracking.recipes import run_sweep
 
     summary = run_sweep(**kwargs)
@@ -56,8 +53,7 @@ def main(argv=None) -> int:
         return 0
     print(f"\nSweep run {summary['run_id']}: best trial {summary['best_trial']} {summary['best_params']}")
     print_figures(summary["figures"], prefix="test_")
-    print(f"Registered {kwargs['registered_model']} version {summary['version']}: {summary['reason']}")
-    print(f"Runs in the MLflow UI (start it with `mlflow ui`): {summary['ui']}")
+    print_registration(summary, kwargs["registered_model"])
     return 0
 
 

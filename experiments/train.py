@@ -18,6 +18,7 @@ def parse_args(argv=None) -> dict:
         add_configuration_argument,
         add_data_arguments,
         add_estimator_arguments,
+        add_run_arguments,
         training_arguments,
     )
 
@@ -25,11 +26,7 @@ def parse_args(argv=None) -> dict:
     add_data_arguments(parser)
     add_estimator_arguments(parser)
     add_configuration_argument(parser)
-    parser.add_argument("--registered-model", default="skface", help="registered model that gets a new version")
-    parser.add_argument("--experiment", default=None,
-                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'skface'); "
-                             "ignored under `mlflow run`, which sets it")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     kwargs = training_arguments(parser, args)
     return {**kwargs, "registered_model": args.registered_model, "experiment": args.experiment}, args.json
@@ -38,7 +35,7 @@ def parse_args(argv=None) -> dict:
 def main(argv=None) -> int:
     kwargs, as_json = parse_args(argv)
     import_tensorflow_quietly()
-    from skface.cli.report import print_figures
+    from skface.cli.report import print_figures, print_registration
     from skface.tracking.recipes import run_train
 
     summary = run_train(**kwargs)
@@ -47,8 +44,7 @@ def main(argv=None) -> int:
         return 0
     print(f"\nRun {summary['run_id']} on {summary['data']}")
     print_figures(summary["figures"], prefix="test_")
-    print(f"Registered {kwargs['registered_model']} version {summary['version']}: {summary['reason']}")
-    print(f"Runs in the MLflow UI (start it with `mlflow ui`): {summary['ui']}")
+    print_registration(summary, kwargs["registered_model"])
     return 0
 
 

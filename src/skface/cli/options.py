@@ -214,6 +214,15 @@ def add_estimator_arguments(parser: argparse.ArgumentParser, command: str = "tra
                             metavar=option.name.upper())
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of a tracked training run: the registered model, the experiment, JSON output."""
+    parser.add_argument("--registered-model", default="skface", help="registered model that gets a new version")
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else 'skface'); "
+                             "ignored under `mlflow run`, which sets it")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
 def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
     """``--config NAME``: train a named configuration of :mod:`skface.configurations`.
 

@@ -38,3 +38,9 @@ def print_figures(figures: dict, baseline: dict | None = None, *, prefix: str = 
                   f"{figures[f'{prefix}gender_accuracy_{band}']:>12.3f}")
     if baseline is not None:
         print("  (baseline: the median training age and the majority gender)")
+
+
+def print_registration(summary: dict, registered_model: str) -> None:
+    """Where a tracked training run registered its model, and the link to its runs in the MLflow UI."""
+    print(f"Registered {registered_model} version {summary['version']}: {summary['reason']}")
+    print(f"Runs in the MLflow UI (start it with `mlflow ui`): {summary['ui']}")

@@ -81,20 +81,8 @@ def decode_image(
         If the source is not a readable image; the message says why.
     """
     image_size, color = check_image_params(image_size, color)
-    if isinstance(source, np.ndarray):
-        image = _array_to_pil(source)
-    elif isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
-        image = _open(source, image_size, max_pixels)
-    else:
-        raise ImageDecodeError(
-            f"cannot read an image from a {type(source).__name__}; pass a file path, "
-            "encoded image bytes, a PIL image or a numpy array."
-        )
+    image = load_image(source, color, size_hint=image_size, max_pixels=max_pixels)
     try:
-        image = ImageOps.exif_transpose(image)
-        image = _to_color(image, color)
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
@@ -105,7 +93,57 @@ def decode_image(
     return array.reshape(image_size, image_size, n_channels(color))
 
 
-def _open(source, image_size: int, max_pixels: int | None) -> Image.Image:
+def load_image(source, color: str = "rgb", *, size_hint: int | None = None,
+               max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """Decode one image, upright (EXIF orientation applied) and in ``color``, at its own size.
+
+    :func:`decode_image` is this plus the resize; face detection uses it
+    alone, at full resolution.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        As in :func:`decode_image`.
+    color : {"grayscale", "rgb"}, default="rgb"
+        Colour of the result.
+    size_hint : int, optional
+        The side the image will be resized to: JPEG files are then decoded
+        at the smallest of 1/2, 1/4 or 1/8 scale that still covers it (for
+        free). None decodes at full resolution.
+    max_pixels : int or None, default=MAX_PIXELS
+        Files with more pixels are refused before decoding. ``None`` lifts
+        the limit.
+
+    Returns
+    -------
+    image : PIL.Image.Image
+        In mode ``"L"`` or ``"RGB"``.
+
+    Raises
+    ------
+    ImageDecodeError
+        If the source is not a readable image; the message says why.
+    """
+    if isinstance(source, np.ndarray):
+        image = _array_to_pil(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        image = _open(source, size_hint, max_pixels)
+    else:
+        raise ImageDecodeError(
+            f"cannot read an image from a {type(source).__name__}; pass a file path, "
+            "encoded image bytes, a PIL image or a numpy array."
+        )
+    try:
+        return _to_color(ImageOps.exif_transpose(image), color)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(
+            f"the image could not be decoded, it may be corrupt or truncated ({exc})."
+        ) from exc
+
+
+def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageDecodeError("the image is empty (0 bytes).")
@@ -138,8 +176,8 @@ def _open(source, image_size: int, max_pixels: int | None) -> Image.Image:
         )
     # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; draft() picks the
     # smallest scale that still covers the output size.
-    if image.format == "JPEG":
-        image.draft(image.mode, (image_size, image_size))
+    if image.format == "JPEG" and size_hint is not None:
+        image.draft(image.mode, (size_hint, size_hint))
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:

@@ -86,7 +86,7 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
             If an item cannot be read; the message names its index.
         """
         image_size, color = check_image_params(self.image_size, self.color)
-        items = _as_items(X)
+        items = image_items(X)
         out = np.empty((len(items), image_size, image_size, n_channels(color)), dtype=np.uint8)
         for index, item in enumerate(items):
             try:
@@ -104,7 +104,8 @@ class ImagePreprocessor(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _as_items(X) -> list:
+def image_items(X) -> list:
+    """``X`` as a list of single images, as :meth:`ImagePreprocessor.transform` reads it; a clear error otherwise."""
     if isinstance(X, (str, bytes, bytearray, os.PathLike, Image.Image)):
         raise ImageDecodeError(
             f"expected a sequence of images, got a single {type(X).__name__}; "

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from ..data.imaging import MAX_PIXELS
-from ..data.preprocessing import _as_items
+from ..data.preprocessing import image_items
 from ..exceptions import ImageDecodeError
 from .alignment import align_face, template_offset
 from .decoding import load_rgb
@@ -176,7 +176,7 @@ class FaceAligner(TransformerMixin, BaseEstimator):
         """
         detector = self._check_params()
         out = []
-        for index, item in enumerate(_as_items(X)):
+        for index, item in enumerate(image_items(X)):
             try:
                 out.append(self._faces(item, detector)[0].crop)
             except ImageDecodeError as exc:
