@@ -140,7 +140,8 @@ def _parameter_help() -> dict[str, str]:
             helps[name] = []
         elif name and line.startswith("    "):
             helps[name].append(line.strip())
-    return {key: " ".join(lines) for key, lines in helps.items()}
+    # Literal markup (``"seed"``) reads as plain quotes on a terminal.
+    return {key: " ".join(lines).replace("``", "") for key, lines in helps.items()}
 
 
 def _choices_of(name: str) -> tuple[str, ...]:
