@@ -36,8 +36,12 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
+
+from ..quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+import tensorflow as tf  # noqa: E402  (after the quiet import above)
 
 #: Names of the five landmarks, in the order of :attr:`Face.landmarks`. "Left"
 #: and "right" are as seen in the image (the left eye is the one nearer x = 0),

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..quiet import import_tensorflow_quietly
+
 if TYPE_CHECKING:
     import keras
 
@@ -83,6 +85,7 @@ def build_model(
         Uncompiled model whose outputs are named ``age`` and ``gender`` (and
         ``age_distribution`` with the ``"dex"`` head).
     """
+    import_tensorflow_quietly()
     import keras
 
     from .augment import augmentation
@@ -154,6 +157,7 @@ def save_network(model: keras.Model, path) -> None:
 
 def load_network(path) -> keras.Model:
     """Load a network saved by :func:`save_network`."""
+    import_tensorflow_quietly()
     import keras
 
     from . import augment  # noqa: F401  (registers skface's custom layers with Keras)

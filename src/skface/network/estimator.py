@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..exceptions import NotFittedEstimatorError
 from ..metrics import combined_score
+from ..quiet import import_tensorflow_quietly
 from .architecture import (
     AGE_HEADS,
     ARCHITECTURES,
@@ -243,6 +244,7 @@ class AgeGenderCNN(BaseEstimator):
         """
         self._check_params_beyond_constraints()
         X, age, gender = self._validate_training_data(X, y)
+        import_tensorflow_quietly()
         seed = self._seed_everything()
         train, val = self._split(len(X), gender, seed)
         self._initialize_network(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import keras
 import mlflow
 import numpy as np
+
+from ..quiet import import_tensorflow_quietly
+
+import_tensorflow_quietly()
+import keras  # noqa: E402  (after the quiet import above)
 
 
 class MlflowMetricsCallback(keras.callbacks.Callback):

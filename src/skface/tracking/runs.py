@@ -14,6 +14,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from .. import __version__
+from ..quiet import import_tensorflow_quietly
 
 DEFAULT_EXPERIMENT = "skface"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -97,6 +98,7 @@ def set_experiment(name: str | None = None) -> None:
 
 def environment_tags() -> dict[str, str]:
     """Package versions, CPU/GPU and git commit, as run tags."""
+    import_tensorflow_quietly()
     import tensorflow as tf
 
     tags = {"skface.version": __version__, "python": platform.python_version()}
