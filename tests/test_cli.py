@@ -65,7 +65,8 @@ def test_predict_table(trained, tmp_path, capsys):
     Image.new("RGB", (40, 40)).save(tmp_path / "a.jpg")
     assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(trained)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["file", "face", "box", "(x,", "y,", "w,", "h)", "conf", "age", "gender", "p"]
+    assert out.splitlines()[0].split() == ["file", "face", "box", "(x,", "y,", "w,", "h)", "conf", "age", "gender",
+                                         "P(gender)"]
     # A plain 40x40 square has no face but the shape of a crop: answered whole.
     assert out.splitlines()[1].split()[1:5] == ["0", "0,", "0,", "40,"]
 

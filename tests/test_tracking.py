@@ -99,6 +99,10 @@ def test_predictions_csv_has_one_row_per_test_image(trained):
     lines = Path(path).read_text().splitlines()
     assert lines[0].startswith("file,age,gender,predicted_age")
     assert len(lines) - 1 == 50  # 25% of 200
+    header = lines[0].split(",")
+    assert "p_female" not in header  # one convention: the probability of the predicted gender
+    column = header.index("gender_probability")
+    assert all(0.5 <= float(line.split(",")[column]) <= 1 for line in lines[1:])
 
 
 def test_first_run_registers_and_takes_the_champion_alias(trained):

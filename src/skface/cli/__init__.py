@@ -44,7 +44,8 @@ def _predict_parser(sub) -> None:
         description=(
             "Predict age and gender for every face in image files, or in every file of the given folders "
             "(recursively): one line per face, with its box (x, y, width, height in pixels), the detector's "
-            "confidence, age, gender and the probability of that gender. Unreadable or missing files, files "
+            "confidence, age, gender and P(gender), the probability of that gender (0.5 to 1; JSON: "
+            "gender_probability). Unreadable or missing files, files "
             "with no face and empty folders are reported and the other files answered; the exit status is 1 "
             "if any was."
         ),
@@ -220,7 +221,7 @@ def _predict(args) -> int:
     width = max([len(str(f)) for f in files] + [4])
     if not args.json:
         print(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<23} {'conf':>5}  {'age':>5}  {'gender':<7} "
-              f"{'p':>5}")
+              f"{'P(gender)':>9}")
     with tqdm(total=len(files), desc="Predicting", unit="img", disable=len(files) <= args.batch_size) as bar:
         for start in range(0, len(files), args.batch_size):
             batch = files[start:start + args.batch_size]
@@ -235,7 +236,7 @@ def _predict(args) -> int:
                         box = "whole image" if line["box"] is None else ", ".join(f"{v:.0f}" for v in line["box"])
                         conf = "" if line["confidence"] is None else f"{line['confidence']:.2f}"
                         print(f"{line['file']:<{width}}  {line['face']:>4}  {box:<23} {conf:>5}  {line['age']:>5.1f}  "
-                              f"{line['gender']:<7} {line['gender_probability']:>5.2f}")
+                              f"{line['gender']:<7} {line['gender_probability']:>9.2f}")
                 if args.annotate is not None and not row["error"]:
                     _annotate(path, row, args.annotate, Path(args.inputs[0]))
             bar.update(len(batch))

@@ -47,7 +47,8 @@ def log_evaluation(pipeline, images: np.ndarray, y_true: np.ndarray, *, history:
                 "gender": y_true[:, 1].astype(int),
                 "predicted_age": np.round(y_pred[:, 0], 2),
                 "predicted_gender": y_pred[:, 1].astype(int),
-                "p_female": np.round(proba[:, 1], 4),
+                # The one convention of every answer skface gives: the probability of the predicted gender.
+                "gender_probability": np.round(proba.max(axis=1), 4),
                 "age_error": np.round(y_pred[:, 0] - y_true[:, 0], 2),
             }
         )
