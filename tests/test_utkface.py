@@ -568,6 +568,17 @@ def test_a_zip_member_that_inflates_too_much_is_skipped_unread(tmp_path):
                      skipped_reason(data, bomb))
 
 
+def test_a_small_compressible_zip_member_keeps_its_own_reason(tmp_path):
+    path = make_zip(tmp_path / "faces.zip", face_files())
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("README.txt", b"UTKFace " * 5_000)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("README.txt")
+        assert info.file_size > 100 * info.compress_size
+    data = load_skipping(path)
+    assert skipped_reason(data, "README.txt").startswith("not an image file: ")
+
+
 @pytest.mark.parametrize("kind", ["folder", "tar"])
 def test_an_oversized_file_is_skipped_in_a_folder_and_a_tar(tmp_path, kind):
     big = "50_0_0_20170117145814823.jpg"

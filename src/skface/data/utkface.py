@@ -46,10 +46,13 @@ MAX_AGE = 120
 #: crop (UTKFace's are about 10-50 KB) and a full camera photo.
 MAX_FILE_BYTES = 20_000_000
 
-#: A zip member that inflates more than this many times is skipped, unread.
-#: UTKFace images are JPEG or PNG, already compressed, which deflate leaves
-#: near 1:1; a ratio of 100 is only reached by padding (a zip bomb).
+#: A zip member of over 1 MB that inflates more than this many times is
+#: skipped, unread. UTKFace images are JPEG or PNG, already compressed, which
+#: deflate leaves near 1:1; a ratio of 100 is only reached by padding (a zip
+#: bomb). Smaller members cost little whatever their ratio, and a small text
+#: file is better reported as "not an image file".
 MAX_COMPRESSION_RATIO = 100
+_RATIO_FLOOR = 1_000_000
 
 # Bump when the layout of a cache file or the meaning of its arrays changes.
 _CACHE_FORMAT = 1
@@ -133,9 +136,9 @@ def load_utkface(
     max_file_bytes : int or None, default=MAX_FILE_BYTES
         Files and archive members larger than this (20 MB by default) are
         skipped without being read, so that a tampered archive cannot
-        exhaust memory; a zip member is also skipped if it inflates more
-        than ``MAX_COMPRESSION_RATIO`` (100) times. None lifts the size
-        limit (not the ratio).
+        exhaust memory; a zip member of over 1 MB is also skipped if it
+        inflates more than ``MAX_COMPRESSION_RATIO`` (100) times. None lifts
+        the size limit (not the ratio).
     verbose : bool, default=True
         Show a progress bar while images are decoded.
 
@@ -455,7 +458,8 @@ class _Source:
             return f"{_LINK}: a link in an archive is not followed."
         if self.max_file_bytes is not None and info.file_size > self.max_file_bytes:
             return _too_large(info.file_size, self.max_file_bytes)
-        if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+        if (info.file_size > _RATIO_FLOOR
+                and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)):
             return (
                 f"{_TOO_LARGE}: the member inflates from {info.compress_size:,} to "
                 f"{info.file_size:,} bytes, over {MAX_COMPRESSION_RATIO} times, which no "
