@@ -6,6 +6,7 @@ import re
 import tarfile
 import warnings
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -436,6 +437,180 @@ def test_bad_n_jobs(faces_dir, n_jobs):
 def test_bad_image_size(faces_dir):
     with pytest.raises(ValueError, match="image_size must be a positive integer"):
         load_utkface(faces_dir, image_size=0)
+
+
+# --------------------------------------------------------------------------- #
+# Links, special files and size caps: a tampered tree or archive is refused
+# file by file, with each refusal in ``skipped``.
+# --------------------------------------------------------------------------- #
+
+
+def load_skipping(path, **kwargs):
+    with pytest.warns(SkippedFilesWarning):
+        return load_utkface(path, verbose=False, **kwargs)
+
+
+def skipped_reason(data, name):
+    return dict(data.skipped)[name]
+
+
+def test_a_loop_link_loads_each_image_once_and_terminates(faces_dir):
+    os.symlink(".", faces_dir / "loop")
+    os.symlink("..", faces_dir / "up")  # two links would make a followed walk exponential
+    data = load_skipping(faces_dir)
+    assert sorted(data.filenames) == sorted(FACES)
+    assert re.search(r"link not followed: links to folders are not followed, so that no image is loaded "
+                     r"twice", skipped_reason(data, "loop"))
+    assert {name for name, _ in data.skipped} == {"loop", "up"}
+
+
+def test_a_link_to_a_file_outside_the_folder_is_skipped(faces_dir, tmp_path):
+    outside = tmp_path / "elsewhere" / "33_0_0_20170117145814823.jpg.chip.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes(image_bytes(3))
+    os.symlink(outside, faces_dir / outside.name)
+    data = load_skipping(faces_dir)
+    assert sorted(data.filenames) == sorted(FACES)
+    assert re.search(r"link not followed: it points outside .*faces', to .*elsewhere.*; copy the file "
+                     r"into the folder to load it\.", skipped_reason(data, outside.name))
+
+
+def test_a_link_to_a_file_inside_the_folder_is_read(faces_dir):
+    target = next(iter(FACES))
+    os.symlink(target, faces_dir / "sub_link_33_0_0_1.jpg")
+    os.symlink(target, faces_dir / "33_0_0_20170117145814823.jpg")
+    with pytest.warns(SkippedFilesWarning, match="malformed file name: 1"):
+        data = load_utkface(faces_dir, verbose=False)
+    assert "33_0_0_20170117145814823.jpg" in data.filenames.tolist()
+
+
+def test_a_broken_link_is_skipped(faces_dir):
+    os.symlink("no-such-file.jpg", faces_dir / "33_0_0_20170117145814823.jpg")
+    data = load_skipping(faces_dir)
+    assert re.search(r"link not followed: the link is broken, its target 'no-such-file.jpg' does not "
+                     r"exist\.", skipped_reason(data, "33_0_0_20170117145814823.jpg"))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_in_a_folder_is_skipped_unread(faces_dir):
+    os.mkfifo(faces_dir / "33_0_0_20170117145814823.jpg")  # reading it would block forever
+    data = load_skipping(faces_dir)
+    assert skipped_reason(data, "33_0_0_20170117145814823.jpg") == "not a regular file: a FIFO is not read."
+
+
+def test_links_are_part_of_the_cache_key(faces_dir):
+    first = load_utkface(faces_dir, verbose=False)
+    os.symlink(".", faces_dir / "loop")
+    second = load_skipping(faces_dir)
+    assert first.skipped == [] and [name for name, _ in second.skipped] == ["loop"]
+
+
+def _special_member(name, kind, **fields):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_tar_devices_fifos_and_links_are_listed_in_skipped(tmp_path, mode):
+    path = make_tar(tmp_path / ("faces.tar" + (".gz" if mode == "w:gz" else "")), face_files(), mode)
+    extra = [
+        _special_member("10_0_0_1.jpg", tarfile.FIFOTYPE),
+        _special_member("11_0_0_1.jpg", tarfile.CHRTYPE, devmajor=1, devminor=3),
+        _special_member("12_0_0_1.jpg", tarfile.BLKTYPE, devmajor=8, devminor=0),
+        _special_member("13_0_0_1.jpg", tarfile.SYMTYPE, linkname="/etc/passwd"),
+        _special_member("14_0_0_1.jpg", tarfile.LNKTYPE, linkname=next(iter(FACES))),
+    ]
+    rewritten = tmp_path / ("again-" + path.name)
+    with tarfile.open(path) as source, tarfile.open(rewritten, mode) as archive:
+        for member in source:
+            archive.addfile(member, source.extractfile(member))
+        for member in extra:
+            archive.addfile(member)
+    data = load_skipping(rewritten)
+    assert sorted(data.filenames) == sorted(FACES)
+    assert dict(data.skipped) == {
+        "10_0_0_1.jpg": "not a regular file: a FIFO is not read.",
+        "11_0_0_1.jpg": "not a regular file: a character device is not read.",
+        "12_0_0_1.jpg": "not a regular file: a block device is not read.",
+        "13_0_0_1.jpg": "link not followed: a link in an archive is not followed.",
+        "14_0_0_1.jpg": "link not followed: a link in an archive is not followed.",
+    }
+
+
+def test_an_oversized_zip_member_is_skipped_unread(tmp_path, monkeypatch):
+    big = "50_0_0_20170117145814823.jpg"
+    path = tmp_path / "faces.zip"
+    make_zip(path, face_files())
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(big, image_bytes(9) + os.urandom(3_000_000))  # incompressible, 3 MB
+    read = []
+    monkeypatch.setattr(skface.data.utkface, "_read_zip_member",
+                        lambda archive, info, limit: read.append(info.filename) or archive.read(info))
+    data = load_skipping(path, max_file_bytes=1_000_000)
+    assert sorted(data.filenames) == sorted(FACES) and big not in read
+    assert re.search(r"too large: 3,00.,... bytes, more than max_file_bytes=1,000,000; pass a larger "
+                     r"max_file_bytes \(or None\) to load it\.", skipped_reason(data, big))
+    assert big in load_quietly(path, max_file_bytes=None, cache=False).filenames
+
+
+def test_a_zip_member_that_inflates_too_much_is_skipped_unread(tmp_path):
+    bomb = "50_0_0_20170117145814823.jpg"
+    path = tmp_path / "faces.zip"
+    make_zip(path, face_files())
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(bomb, image_bytes(9) + bytes(4_000_000))  # 4 MB that deflate to a few KB
+    data = load_skipping(path)
+    assert sorted(data.filenames) == sorted(FACES)
+    assert re.search(r"too large: the member inflates from [0-9,]+ to 4,00.,... bytes, over 100 times",
+                     skipped_reason(data, bomb))
+
+
+def test_a_small_compressible_zip_member_keeps_its_own_reason(tmp_path):
+    path = make_zip(tmp_path / "faces.zip", face_files())
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("README.txt", b"UTKFace " * 5_000)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("README.txt")
+        assert info.file_size > 100 * info.compress_size
+    data = load_skipping(path)
+    assert skipped_reason(data, "README.txt").startswith("not an image file: ")
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar"])
+def test_an_oversized_file_is_skipped_in_a_folder_and_a_tar(tmp_path, kind):
+    big = "50_0_0_20170117145814823.jpg"
+    files = {**face_files(), big: image_bytes(9) + bytes(200_000)}
+    path = (write_files(tmp_path / "faces", files) if kind == "folder"
+            else make_tar(tmp_path / "faces.tar.gz", files, "w:gz"))
+    data = load_skipping(path, max_file_bytes=100_000)
+    assert sorted(data.filenames) == sorted(FACES)
+    assert skipped_reason(data, big).startswith("too large: ")
+
+
+def test_a_file_that_grew_past_the_cap_after_listing_is_not_read_whole(faces_dir):
+    # The listing's size decides first; the read itself stops one byte past the cap.
+    path = faces_dir / next(iter(FACES))
+    fetch = partial(skface.data.utkface._read_file, str(path), 100)
+    reason = skface.data.utkface._decode_job(fetch, 16, "grayscale")
+    assert reason == ("too large: more than max_file_bytes=100; pass a larger max_file_bytes (or None) "
+                      "to load it.")
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "20MB"])
+def test_bad_max_file_bytes(faces_dir, value):
+    with pytest.raises(ValueError, match=r"max_file_bytes must be a positive integer \(bytes, e\.g\. "
+                                         r"20_000_000\) or None for no limit, got"):
+        load_utkface(faces_dir, max_file_bytes=value)
+
+
+def test_max_file_bytes_is_part_of_the_cache_key(faces_dir, tmp_path):
+    big = "50_0_0_20170117145814823.jpg"
+    (faces_dir / big).write_bytes(image_bytes(9) + bytes(50_000))
+    assert big in load_quietly(faces_dir).filenames
+    assert big not in load_skipping(faces_dir, max_file_bytes=10_000).filenames
 
 
 # --------------------------------------------------------------------------- #

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from numbers import Integral
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ..exceptions import ImageDecodeError
 
@@ -27,6 +28,29 @@ MAX_PIXELS = 50_000_000
 # transparent background does not turn black.
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+# What Pillow raises on a malformed or unsupported file, beyond the
+# OSError / SyntaxError / ValueError / EOFError its decoders document. Each was
+# found by fuzzing (tests/test_fuzz_decoding.py keeps the search running):
+# struct.error, TypeError and AttributeError from parsing a malformed EXIF
+# block, RuntimeError from the AVIF decoder, NotImplementedError (a
+# RuntimeError, named for the reader) from the DDS reader's unknown pixel
+# formats. MemoryError is not among them: max_pixels bounds what is decoded.
+_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+    struct.error, TypeError, AttributeError, RuntimeError, NotImplementedError,
+)
+
+# The EXIF orientation tag's values, as ImageOps.exif_transpose reads them.
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def check_image_params(image_size, color) -> tuple[int, str]:
@@ -86,10 +110,8 @@ def decode_image(
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(
-            f"the image could not be decoded, it may be corrupt or truncated ({exc})."
-        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise _corrupt("the image could not be decoded", exc) from exc
     return array.reshape(image_size, image_size, n_channels(color))
 
 
@@ -136,11 +158,9 @@ def load_image(source, color: str = "rgb", *, size_hint: int | None = None,
             "encoded image bytes, a PIL image or a numpy array."
         )
     try:
-        return _to_color(ImageOps.exif_transpose(image), color)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(
-            f"the image could not be decoded, it may be corrupt or truncated ({exc})."
-        ) from exc
+        return _to_color(_upright(image), color)
+    except _DECODE_ERRORS as exc:
+        raise _corrupt("the image could not be decoded", exc) from exc
 
 
 def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
@@ -163,10 +183,8 @@ def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
             f"{what} is not an image in a format Pillow reads (JPEG, PNG, BMP, GIF, "
             "TIFF, WebP, ...)."
         ) from exc
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(
-            f"{what} could not be opened, the image may be corrupt or truncated ({exc})."
-        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise _corrupt(f"{what} could not be opened", exc) from exc
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageDecodeError(
@@ -180,11 +198,30 @@ def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
         image.draft(image.mode, (size_hint, size_hint))
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(
-            f"{what} could not be decoded, the image may be corrupt or truncated ({exc})."
-        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise _corrupt(f"{what} could not be decoded", exc) from exc
     return image
+
+
+def _corrupt(what: str, exc: BaseException) -> ImageDecodeError:
+    # Pillow's own message, with its type where the message alone says little
+    # (struct.error's "unpack requires a buffer of 4 bytes").
+    detail = str(exc).strip() or "no details"
+    if not isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        detail = f"{type(exc).__name__}: {detail}"
+    return ImageDecodeError(
+        f"{what}, the image may be corrupt or truncated, or in a variant that Pillow "
+        f"does not read ({detail}); check the file, or convert it to PNG or JPEG."
+    )
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    # ImageOps.exif_transpose also writes the EXIF block back without the
+    # orientation tag, which fails on a malformed block (struct.error,
+    # TypeError, AttributeError) whose pixels are fine; only the tag is needed.
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    method = _TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+    return image.copy() if method is None else image.transpose(method)
 
 
 def _array_to_pil(array: np.ndarray) -> Image.Image:
@@ -200,7 +237,7 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
     if array.dtype != np.uint8:
         if array.dtype == bool:
             array = array.astype(np.uint8) * 255
-        elif np.issubdtype(array.dtype, np.number):
+        elif np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating):
             if not np.all(np.isfinite(array)):
                 raise ImageDecodeError("the image array holds NaN or infinite values.")
             low, high = array.min(), array.max()

@@ -33,11 +33,26 @@ from tqdm.auto import tqdm
 from ..exceptions import ImageDecodeError, UTKFaceError
 from .imaging import check_image_params, decode_image, n_channels
 
-__all__ = ["load_utkface", "SkippedFilesWarning", "CacheWarning", "MAX_AGE"]
+__all__ = [
+    "load_utkface", "SkippedFilesWarning", "CacheWarning", "MAX_AGE", "MAX_FILE_BYTES",
+    "MAX_COMPRESSION_RATIO",
+]
 
 #: Oldest plausible age in years; a file name with a higher age is skipped.
 #: (The oldest person in UTKFace is 116.)
 MAX_AGE = 120
+
+#: Default of ``load_utkface(max_file_bytes=...)``: 20 MB, far above a face
+#: crop (UTKFace's are about 10-50 KB) and a full camera photo.
+MAX_FILE_BYTES = 20_000_000
+
+#: A zip member of over 1 MB that inflates more than this many times is
+#: skipped, unread. UTKFace images are JPEG or PNG, already compressed, which
+#: deflate leaves near 1:1; a ratio of 100 is only reached by padding (a zip
+#: bomb). Smaller members cost little whatever their ratio, and a small text
+#: file is better reported as "not an image file".
+MAX_COMPRESSION_RATIO = 100
+_RATIO_FLOOR = 1_000_000
 
 # Bump when the layout of a cache file or the meaning of its arrays changes.
 _CACHE_FORMAT = 1
@@ -60,6 +75,9 @@ _MALFORMED = "malformed file name"
 _BAD_AGE = "age out of range"
 _BAD_GENDER = "invalid gender"
 _UNREADABLE = "unreadable image"
+_LINK = "link not followed"
+_NOT_REGULAR = "not a regular file"
+_TOO_LARGE = "too large"
 
 
 class SkippedFilesWarning(UserWarning):
@@ -85,6 +103,7 @@ def load_utkface(
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     n_jobs: int | None = None,
+    max_file_bytes: int | None = MAX_FILE_BYTES,
     verbose: bool = True,
 ) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load the UTKFace faces with their age and gender.
@@ -114,6 +133,12 @@ def load_utkface(
     n_jobs : int, default=None
         Number of threads that decode images. None means
         ``min(4, os.cpu_count())``; -1 means all processors.
+    max_file_bytes : int or None, default=MAX_FILE_BYTES
+        Files and archive members larger than this (20 MB by default) are
+        skipped without being read, so that a tampered archive cannot
+        exhaust memory; a zip member of over 1 MB is also skipped if it
+        inflates more than ``MAX_COMPRESSION_RATIO`` (100) times. None lifts
+        the size limit (not the ratio).
     verbose : bool, default=True
         Show a progress bar while images are decoded.
 
@@ -172,6 +197,14 @@ def load_utkface(
     of their relative names, so the result does not depend on the file
     system.
 
+    Links are never a way out of the tree, nor a way to load an image
+    twice: a link to a folder is not followed (a ``loop -> .`` link would
+    otherwise repeat every image, and the copies would leak across a
+    train/test split); a link to a file is read only if the file lies inside
+    ``path``. Links in archives, and anything that is not a regular file
+    (a device, a FIFO, a socket), are never read. Each of these, and every
+    file over ``max_file_bytes``, is listed in ``skipped`` with its reason.
+
     The cache lives in ``<cache root>/utkface/`` (see ``cache_dir``). A cache
     file is used only if its key matches: the image size, the colour mode,
     the versions of skface and Pillow, and, for a folder, the name, size and
@@ -196,7 +229,8 @@ def load_utkface(
     """
     image_size, color = check_image_params(image_size, color)
     n_jobs = _check_n_jobs(n_jobs)
-    source = _Source.open(path)
+    max_file_bytes = _check_max_file_bytes(max_file_bytes)
+    source = _Source.open(path, max_file_bytes)
 
     cache_file = None
     if cache:
@@ -243,6 +277,18 @@ def _check_n_jobs(n_jobs) -> int:
     return cpus if n_jobs == -1 else int(n_jobs)
 
 
+def _check_max_file_bytes(max_file_bytes) -> int | None:
+    if max_file_bytes is None:
+        return None
+    if (isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, Integral)
+            or max_file_bytes < 1):
+        raise ValueError(
+            f"max_file_bytes must be a positive integer (bytes, e.g. 20_000_000) or None "
+            f"for no limit, got {max_file_bytes!r}."
+        )
+    return int(max_file_bytes)
+
+
 # --------------------------------------------------------------------------- #
 # Where the files come from: a folder, a zip or a tar archive.
 # --------------------------------------------------------------------------- #
@@ -254,15 +300,20 @@ class _Source:
     ``fetch()`` returns the file's bytes. For a folder it is cheap to call from
     a worker thread; for an archive it must be called at once, in order,
     because archive readers are neither thread-safe nor (for .tar.gz) seekable.
+    Where the file is refused unread (a link, a device, too large), ``fetch``
+    is the reason, a str.
     """
 
-    def __init__(self, path: str, kind: str):
+    def __init__(self, path: str, kind: str, max_file_bytes: int | None = MAX_FILE_BYTES):
         self.path = path
         self.kind = kind
+        self.max_file_bytes = max_file_bytes
         self._listing = None
+        self._refused = {}  # relative name -> reason, for a folder
+        self._targets = {}  # relative name -> real path, for a link to a file inside the folder
 
     @classmethod
-    def open(cls, path) -> _Source:
+    def open(cls, path, max_file_bytes: int | None = MAX_FILE_BYTES) -> _Source:
         try:
             path = os.fspath(path)
         except TypeError:
@@ -271,7 +322,7 @@ class _Source:
                 f"{type(path).__name__}."
             ) from None
         if os.path.isdir(path):
-            return cls(path, "folder")
+            return cls(path, "folder", max_file_bytes)
         if not os.path.exists(path):
             raise UTKFaceError(
                 f"{path!r} does not exist. Pass the folder of UTKFace images or the "
@@ -279,9 +330,9 @@ class _Source:
             )
         lower = path.lower()
         if lower.endswith(".zip"):
-            return cls(path, "zip")
+            return cls(path, "zip", max_file_bytes)
         if lower.endswith(_TAR_SUFFIXES):
-            return cls(path, "tar")
+            return cls(path, "tar", max_file_bytes)
         raise UTKFaceError(
             f"{path!r} is a file, but neither a folder nor an archive ending in .zip, "
             ".tar.gz, .tgz or .tar. Pass the folder of UTKFace images or the archive "
@@ -305,34 +356,80 @@ class _Source:
         return None
 
     def listing(self) -> list[tuple[str, int, int]]:
-        """Sorted ``(relative name, size, mtime_ns)`` of every file of a folder."""
+        """Sorted ``(relative name, size, mtime_ns)`` of every entry of a folder but its subfolders.
+
+        Entries refused unread (links, devices, ...) are listed too, with
+        size -1, so that adding or removing one changes the cache key.
+        """
         if self._listing is None:
             found = []
-            self._scan(self.path, "", found)
+            self._scan(self.path, "", found, os.path.realpath(self.path))
             self._listing = sorted(found)
         return self._listing
 
-    def _scan(self, folder: str, prefix: str, found: list) -> None:
+    def _scan(self, folder: str, prefix: str, found: list, root: str) -> None:
+        # Links to folders are not followed: following them, even each real
+        # folder once, would still load images from outside the tree, and the
+        # order in which links are met would decide which name an image gets.
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = prefix + entry.name
                 try:
-                    if entry.is_dir():
-                        self._scan(entry.path, name + "/", found)
+                    if entry.is_dir(follow_symlinks=False):
+                        self._scan(entry.path, name + "/", found, root)
                         continue
+                    if entry.is_symlink():
+                        reason = self._check_link(name, entry.path, root)
+                        if reason is not None:
+                            self._refuse(found, name, reason)
+                            continue
                     info = entry.stat()
-                except OSError:
-                    # A broken link or a file that vanished: listed with an
-                    # impossible size, so that decoding reports it as unreadable.
-                    found.append((name, -1, 0))
+                except OSError as exc:
+                    # A file that vanished or cannot be looked at.
+                    self._refuse(found, name, f"{_UNREADABLE}: the file could not be read ({exc}).")
                     continue
                 if stat.S_ISREG(info.st_mode):
                     found.append((name, info.st_size, info.st_mtime_ns))
+                else:
+                    self._refuse(found, name, _not_regular(_file_kind(info.st_mode)))
 
-    def entries(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    def _check_link(self, name: str, link: str, root: str) -> str | None:
+        """Why a link is not followed, or None for a link to a file inside the folder."""
+        target = os.path.realpath(link)
+        if not os.path.exists(target):
+            return f"{_LINK}: the link is broken, its target {os.readlink(link)!r} does not exist."
+        if os.path.isdir(target):
+            return (
+                f"{_LINK}: links to folders are not followed, so that no image is loaded "
+                f"twice or from outside {self.path!r}; pass the folder it points to, "
+                f"{target!r}, on its own."
+            )
+        try:
+            inside = os.path.commonpath([root, target]) == root
+        except ValueError:  # on different drives
+            inside = False
+        if not inside:
+            return (
+                f"{_LINK}: it points outside {self.path!r}, to {target!r}; copy the file "
+                "into the folder to load it."
+            )
+        self._targets[name] = target
+        return None
+
+    def _refuse(self, found: list, name: str, reason: str) -> None:
+        found.append((name, -1, 0))
+        self._refused[name] = reason
+
+    def entries(self) -> Iterator[tuple[str, Callable[[], bytes] | str]]:
         if self.kind == "folder":
-            for name, _, _ in self.listing():
-                yield name, partial(_read_file, os.path.join(self.path, *name.split("/")))
+            for name, size, _ in self.listing():
+                if name in self._refused:
+                    yield name, self._refused[name]
+                elif self.max_file_bytes is not None and size > self.max_file_bytes:
+                    yield name, _too_large(size, self.max_file_bytes)
+                else:
+                    path = self._targets.get(name) or os.path.join(self.path, *name.split("/"))
+                    yield name, partial(_read_file, path, self.max_file_bytes)
         elif self.kind == "zip":
             yield from self._zip_entries()
         else:
@@ -353,7 +450,22 @@ class _Source:
                 key=lambda info: info.filename,
             )
             for info in members:
-                yield info.filename, partial(archive.read, info)
+                yield info.filename, self._zip_member(archive, info)
+
+    def _zip_member(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo):
+        """The fetch of a zip member, or the reason it is not read."""
+        if stat.S_ISLNK(info.external_attr >> 16):
+            return f"{_LINK}: a link in an archive is not followed."
+        if self.max_file_bytes is not None and info.file_size > self.max_file_bytes:
+            return _too_large(info.file_size, self.max_file_bytes)
+        if (info.file_size > _RATIO_FLOOR
+                and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)):
+            return (
+                f"{_TOO_LARGE}: the member inflates from {info.compress_size:,} to "
+                f"{info.file_size:,} bytes, over {MAX_COMPRESSION_RATIO} times, which no "
+                "JPEG or PNG image does; the archive may have been tampered with."
+            )
+        return partial(_read_zip_member, archive, info, self.max_file_bytes)
 
     def _tar_entries(self):
         try:
@@ -382,13 +494,70 @@ class _Source:
                         "the folder."
                     ) from exc
                 n_read += 1
-                if member.isfile():
+                if member.isdir():
+                    continue
+                if member.issym() or member.islnk():
+                    yield member.name, f"{_LINK}: a link in an archive is not followed."
+                elif not member.isfile():
+                    yield member.name, _not_regular(_TAR_KINDS.get(member.type, "special file"))
+                elif self.max_file_bytes is not None and member.size > self.max_file_bytes:
+                    yield member.name, _too_large(member.size, self.max_file_bytes)
+                else:
                     yield member.name, partial(_read_tar_member, archive, member)
 
 
-def _read_file(path: str) -> bytes:
-    with open(path, "rb") as file:
+_TAR_KINDS = {
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.FIFOTYPE: "FIFO",
+}
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def _not_regular(kind: str) -> str:
+    return f"{_NOT_REGULAR}: a {kind} is not read."
+
+
+def _too_large(size: int | None, limit: int) -> str:
+    size = "" if size is None else f"{size:,} bytes, "
+    return (
+        f"{_TOO_LARGE}: {size}more than max_file_bytes={limit:,}; pass a larger "
+        "max_file_bytes (or None) to load it."
+    )
+
+
+class _TooLarge(Exception):
+    """A file grew past max_file_bytes between its listing and its reading."""
+
+
+def _read_bounded(file, limit: int | None) -> bytes:
+    if limit is None:
         return file.read()
+    data = file.read(limit + 1)
+    if len(data) > limit:
+        raise _TooLarge(_too_large(None, limit))
+    return data
+
+
+def _read_file(path: str, limit: int | None = None) -> bytes:
+    with open(path, "rb") as file:
+        return _read_bounded(file, limit)
+
+
+def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int | None) -> bytes:
+    with archive.open(info) as file:
+        return _read_bounded(file, limit)
 
 
 def _read_tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
@@ -437,6 +606,8 @@ def _decode_job(fetch, image_size: int, color: str) -> np.ndarray | str:
             fetch = fetch()
         except OSError as exc:
             return f"{_UNREADABLE}: the file could not be read ({exc})."
+        except _TooLarge as exc:
+            return str(exc)
     try:
         return decode_image(fetch, image_size, color)
     except ImageDecodeError as exc:
@@ -462,6 +633,9 @@ def _decode_source(source: _Source, image_size: int, color: str, n_jobs: int, ve
 
     def jobs():
         for name, fetch in source.entries():
+            if isinstance(fetch, str):  # refused unread
+                finish(name, None, fetch)
+                continue
             labels = _parse_name(name)
             if isinstance(labels, str):
                 finish(name, labels, labels)
@@ -469,6 +643,9 @@ def _decode_source(source: _Source, image_size: int, color: str, n_jobs: int, ve
             if not source.fetch_in_worker:
                 try:
                     fetch = fetch()
+                except _TooLarge as exc:
+                    finish(name, labels, str(exc))
+                    continue
                 except (OSError, EOFError, zlib.error, zipfile.BadZipFile,
                         tarfile.TarError, NotImplementedError, RuntimeError) as exc:
                     # Zip members may be damaged (CRC), encrypted (RuntimeError)
@@ -593,6 +770,7 @@ def _cache_key(source: _Source, image_size: int, color: str) -> str:
         "pillow": PIL.__version__,
         "image_size": image_size,
         "color": color,
+        "max_file_bytes": source.max_file_bytes,
     }
     if source.kind == "folder":
         parts["files"] = source.listing()
