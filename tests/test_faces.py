@@ -218,3 +218,14 @@ def test_face_aligner_clones_and_pickles(astronaut):
     assert clone(aligner).get_params() == aligner.get_params()
     restored = pickle.loads(pickle.dumps(aligner))
     assert np.array_equal(restored.transform([astronaut]), aligner.transform([astronaut]))
+
+
+def test_a_face_whose_landmarks_coincide_is_dropped_not_raised(monkeypatch):
+    """Degenerate landmarks cannot be aligned: that face is left out, and an image with no other is a NoFaceError."""
+    from skface.faces import Face, FaceDetector
+
+    degenerate = Face(box=(10.0, 10.0, 50.0, 60.0), confidence=0.99, landmarks=np.full((5, 2), 30.0))
+    monkeypatch.setattr(FaceDetector, "detect", lambda self, image: [degenerate])
+    image = np.zeros((300, 400, 3), dtype=np.uint8)
+    with pytest.raises(NoFaceError, match="no face that can be aligned"):
+        FaceAligner().find(image)

@@ -224,10 +224,18 @@ class FaceAligner(TransformerMixin, BaseEstimator):
                 f"min_face_size={self.min_face_size} of its shorter side, lower min_face_size, or set "
                 "on_no_face='keep' to pass such images through whole."
             )
-        return [AlignedFace(box=face.box, confidence=face.confidence, landmarks=face.landmarks,
-                            crop=image if rank == 0 and self._is_tight(face, (height, width))
-                            else align_face(image, face.landmarks))
-                for rank, face in enumerate(faces)]
+        aligned = []
+        for face in faces:
+            try:
+                crop = image if not aligned and self._is_tight(face, (height, width)) else align_face(image,
+                                                                                                     face.landmarks)
+            except ValueError:
+                continue  # landmarks that coincide: no face a similarity can place, so none to answer
+            aligned.append(AlignedFace(box=face.box, confidence=face.confidence, landmarks=face.landmarks,
+                                       crop=crop))
+        if not aligned:
+            raise NoFaceError(f"no face that can be aligned was found in this {width}x{height} image.")
+        return aligned
 
     def _is_tight(self, face: Face, shape) -> bool:
         if self.tight_crop_tolerance is None:
