@@ -171,3 +171,25 @@ def test_bad_params(params, match):
 def test_is_clonable_and_stores_params_unchanged():
     pre = ImagePreprocessor(image_size=32, color="rgb")
     assert clone(pre).get_params() == {"image_size": 32, "color": "rgb", "max_pixels": pre.max_pixels}
+
+
+def test_the_same_pixels_as_jpeg_and_png_give_the_same_image(tmp_path):
+    """A 200 px face crop is not decoded at reduced scale: JPEG or PNG, the same pixels make the same input."""
+    import io
+
+    from skface.data.imaging import decode_image
+
+    rng = np.random.RandomState(0)
+    smooth = np.kron(rng.randint(0, 256, (25, 25, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 200x200
+    buf = io.BytesIO()
+    Image.fromarray(smooth).save(buf, format="JPEG", quality=90)
+    jpeg = buf.getvalue()
+    as_png = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(as_png, format="PNG")  # the JPEG's own pixels, losslessly
+    np.testing.assert_array_equal(decode_image(jpeg, 80, "rgb"), decode_image(as_png.getvalue(), 80, "rgb"))
+    # A JPEG far larger than the output is still decoded at reduced scale, for speed.
+    large = io.BytesIO()
+    Image.fromarray(np.kron(smooth, np.ones((10, 10, 1), dtype=np.uint8))).save(large, format="JPEG")
+    image = Image.open(io.BytesIO(large.getvalue()))
+    image.draft("RGB", (4 * 80, 4 * 80))
+    assert image.size == (500, 500) and decode_image(large.getvalue(), 80, "rgb").shape == (80, 80, 3)

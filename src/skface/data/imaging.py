@@ -22,6 +22,8 @@ COLORS = ("grayscale", "rgb")
 #: Largest image, in pixels, that :func:`decode_image` accepts by default
 #: (about 50 megapixels). Larger files are refused before they are decoded,
 #: which guards against decompression bombs.
+#: A JPEG is decoded at reduced scale only when it stays at least this many times the output size.
+DRAFT_MARGIN = 4
 MAX_PIXELS = 50_000_000
 
 # Modes that carry an alpha channel; they are composited on white so that a
@@ -192,10 +194,13 @@ def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
             f"of {max_pixels:,}; downscale it first (this limit guards against "
             "decompression bombs)."
         )
-    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; draft() picks the
-    # smallest scale that still covers the output size.
+    # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; draft() picks the smallest scale that still covers
+    # the size asked. Asked for DRAFT_MARGIN times the output, a JPEG is decoded at full resolution unless it is
+    # much larger than the output (a phone photo for an 80 px input), so the same pixels give the same input
+    # whether they come as JPEG or PNG, where it matters: a 200 px face crop, drafted to half its size before
+    # the resize, scored differently from the same pixels as PNG.
     if image.format == "JPEG" and size_hint is not None:
-        image.draft(image.mode, (size_hint, size_hint))
+        image.draft(image.mode, (DRAFT_MARGIN * size_hint, DRAFT_MARGIN * size_hint))
     try:
         image.load()
     except _DECODE_ERRORS as exc:

@@ -55,7 +55,7 @@ MAX_COMPRESSION_RATIO = 100
 _RATIO_FLOOR = 1_000_000
 
 # Bump when the layout of a cache file or the meaning of its arrays changes.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: JPEG files decoded at full resolution unless far larger than the output
 _CACHE_KEYS = ("images", "target", "race", "filenames", "skipped")
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
