@@ -268,7 +268,6 @@ def _annotate(path: Path, row: dict, folder: Path, root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``skface`` command line."""
-
     parser = argparse.ArgumentParser(prog="skface", description="Age and gender estimation from face images.")
     parser.add_argument("--version", action="version", version=f"skface {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
