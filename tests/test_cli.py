@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,31 @@ def test_train_on_a_utkface_folder(tmp_path, capsys):
     assert "Data: 40 faces from" in capsys.readouterr().out
 
 
+def test_train_with_extra_data_and_calibration_gives_age_ranges(tmp_path, capsys):
+    from skface import write_synthetic_utkface
+
+    write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
+    write_synthetic_utkface(tmp_path / "more", 30, image_size=32, random_state=1)
+    assert main(["train", "--data", str(tmp_path / "faces"), "--extra-data", str(tmp_path / "more"),
+                 "--calibration-split", "0.25", "--balance-age-bands", "--image-size", "16", "--epochs", "1",
+                 "--age-head", "dex", "--save", str(tmp_path / "model")]) == 0
+    out = capsys.readouterr().out
+    assert "Data: 70 faces from" in out and re.search(r"calibrated on 1[5-6] others", out)
+    assert "80% range coverage" in out and "gender ECE" in out
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.jpg")
+    assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(tmp_path / "model")]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert re.search(r"\b\d+ \(\d+-\d+\)\s", line), line
+    metadata = load_pretrained(tmp_path / "model")[-1]
+    assert metadata.is_conformalized()
+
+
+def test_a_configuration_sets_the_calibration_and_refuses_a_second_word(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "v2", "--calibration-split", "0.2", "--data", "synthetic"])
+    assert "--calibration-split would be ignored" in capsys.readouterr().err
+
+
 def test_train_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--epochs", "1"]) == 2
     assert "skface train: error:" in capsys.readouterr().err
@@ -65,8 +91,8 @@ def test_predict_table(trained, tmp_path, capsys):
     Image.new("RGB", (40, 40)).save(tmp_path / "a.jpg")
     assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(trained)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["file", "face", "box", "(x,", "y,", "w,", "h)", "conf", "age", "gender",
-                                         "P(gender)"]
+    assert out.splitlines()[0].split() == ["file", "face", "box", "(x,", "y,", "w,", "h)", "conf", "age", "(80%",
+                                         "range)", "gender", "P(gender)"]
     # A plain 40x40 square has no face but the shape of a crop: answered whole.
     assert out.splitlines()[1].split()[1:5] == ["0", "0,", "0,", "40,"]
 

@@ -39,7 +39,8 @@ def test_good_rows_match_the_in_process_pipeline(model, faces):
     out = model.predict(None, pd.DataFrame({"image": [encode_image(f) for f in faces]}))
     expected = model.pipeline_.predict(faces)
     proba = model.pipeline_.predict_proba(faces)
-    assert list(out.columns) == ["age", "gender", "gender_probability", "error", "faces"]
+    assert list(out.columns) == ["age", "age_low", "age_high", "gender", "gender_probability", "error", "faces"]
+    assert list(out["age_low"]) == [None] * 3  # an uncalibrated model gives no age range
     np.testing.assert_allclose(out["age"].astype(float), expected[:, 0], rtol=1e-6)
     assert list(out["gender"]) == ["female" if g else "male" for g in expected[:, 1]]
     np.testing.assert_allclose(out["gender_probability"].astype(float), proba.max(axis=1), rtol=1e-6)

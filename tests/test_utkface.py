@@ -807,3 +807,95 @@ def test_home_cache_is_the_fallback(faces_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     load_quietly(faces_dir)
     assert len(cache_files(tmp_path / "home" / ".cache" / "skface")) == 1
+
+
+# ------------------------------------------------------------------ several sources, each photo once (issue 20)
+
+
+def test_several_sources_load_each_photo_once(tmp_path):
+    first = write_files(tmp_path / "crop_part1", face_files())
+    extra = {"33_1_0_20170117120000000.jpg.chip.jpg": image_bytes(100),  # new
+             "25_0_1_20170116174525125.jpg.chip.jpg": image_bytes(101)}  # the same photo's name as in crop_part1
+    # The same pixels as a crop_part1 face, under other labels: a near-copy.
+    extra["40_0_0_20170117130000000.jpg.chip.jpg"] = face_bytes("3_1_2_20161219140641417.jpg.chip.jpg", 1)
+    second = write_files(tmp_path / "UTKFace", extra)
+    with pytest.warns(SkippedFilesWarning, match="2 of 8 files"):
+        faces = load_utkface([first, second], image_size=24, verbose=False)
+    assert len(faces.target) == len(FACES) + 1
+    assert faces.filenames[-1] == "UTKFace/33_1_0_20170117120000000.jpg.chip.jpg"
+    assert all(name.startswith("crop_part1/") for name in faces.filenames[:-1])
+    reasons = dict(faces.skipped)
+    assert reasons["UTKFace/25_0_1_20170116174525125.jpg.chip.jpg"] == (
+        "duplicate: the same labels and date&time as crop_part1/25_0_1_20170116174525125.jpg.chip.jpg")
+    assert reasons["UTKFace/40_0_0_20170117130000000.jpg.chip.jpg"] == (
+        "near-copy: nearly the same pixels as crop_part1/3_1_2_20161219140641417.jpg.chip.jpg")
+
+
+def test_the_same_photo_in_two_folders_of_one_archive_is_loaded_once(tmp_path):
+    """The Kaggle archive holds crop_part1/ and UTKFace/, the first a subset of the second."""
+    files = {f"UTKFace/{name}": data for name, data in face_files().items()}
+    files.update({f"crop_part1/{name}": data for name, data in list(face_files().items())[:2]})
+    make_zip(tmp_path / "utkface-new.zip", files)
+    with pytest.warns(SkippedFilesWarning, match="duplicate"):
+        faces = load_utkface(tmp_path / "utkface-new.zip", image_size=24, verbose=False)
+    assert len(faces.target) == len(FACES)
+    assert sum(reason.startswith("duplicate") for _, reason in faces.skipped) == 2
+
+
+def test_identical_pixels_under_other_names_in_one_source_are_kept(tmp_path):
+    """Within one source the labels of such copies disagree, and a documented split must not move."""
+    files = face_files()
+    files["41_0_0_20170117140000000.jpg.chip.jpg"] = files["25_0_1_20170116174525125.jpg.chip.jpg"]
+    faces = load_quietly(write_files(tmp_path / "faces", files), image_size=24)
+    assert len(faces.target) == len(FACES) + 1
+
+
+def test_a_path_with_a_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_files(tmp_path / "faces", face_files())
+    assert len(load_quietly("~/faces", image_size=24).target) == len(FACES)
+    assert len(load_quietly(["~/faces"], image_size=24).target) == len(FACES)
+
+
+def test_an_empty_list_of_sources_is_refused():
+    with pytest.raises(UTKFaceError, match="at least one UTKFace folder or archive"):
+        load_utkface([])
+
+
+def test_extra_sources_add_training_faces_only(tmp_path):
+    from skface.data.sources import balanced_index, train_test_data
+    from skface.evaluation import age_band
+
+    rng = np.random.default_rng(0)
+    main = {f"{rng.integers(0, 90)}_{i % 2}_{i % 5}_2017011{i % 10}1{i:08d}.jpg.chip.jpg": image_bytes(i)
+            for i in range(40)}
+    extra = {f"{rng.integers(20, 40)}_{i % 2}_0_2017021{i % 10}1{i:08d}.jpg.chip.jpg": image_bytes(1000 + i)
+             for i in range(60)}
+    write_files(tmp_path / "main", main)
+    write_files(tmp_path / "extra", extra)
+    kwargs = {"image_size": 16, "color": "grayscale", "verbose": False, "seed": 0}
+    alone = train_test_data(str(tmp_path / "main"), **kwargs)
+    both = train_test_data(str(tmp_path / "main"), extra_data=[str(tmp_path / "extra")], calibration_split=0.2,
+                           **kwargs)
+    assert list(both.test_filenames) == list(alone.test_filenames)
+    assert np.array_equal(both.X_test, alone.X_test) and np.array_equal(both.race_test, alone.race_test)
+    assert len(both.X_train) + len(both.X_calibration) == len(alone.X_train) + 60
+    assert len(both.X_calibration) == int(np.ceil(0.2 * (len(alone.X_train) + 60)))
+    assert both.data.extra == [str((tmp_path / "extra").resolve())] and both.data.digest != alone.data.digest
+    balanced = train_test_data(str(tmp_path / "main"), extra_data=[str(tmp_path / "extra")],
+                               balance_age_bands=True, **kwargs)
+    assert len(balanced.X_train) > len(alone.X_train) + 60
+    # An under-represented band gets as many rows as its share of the main source's training part would give.
+    n_train = len(alone.y_train) + len(extra)  # the training rows before repeats
+    for band in set(age_band(alone.y_train[:, 0])):
+        wanted = np.mean(age_band(alone.y_train[:, 0]) == band) * n_train
+        assert np.sum(age_band(balanced.y_train[:, 0]) == band) >= wanted - 1, band
+    index = balanced_index(np.array([[5, 0], [30, 0], [31, 1], [32, 0]]), np.array([[5, 0], [30, 1]]))
+    assert index.tolist() == [0, 0, 1, 2, 3]
+
+
+def test_extra_sources_need_a_utkface_source():
+    from skface.data.sources import train_test_data
+
+    with pytest.raises(ValueError, match="extra_data adds UTKFace faces to UTKFace faces"):
+        train_test_data("synthetic", extra_data=["elsewhere"], n_synthetic=20, image_size=8)

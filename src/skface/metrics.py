@@ -57,6 +57,33 @@ def gender_roc_auc(y_true, proba) -> float:
     return float(roc_auc_score(gender_true, p_female))
 
 
+def gender_calibration_error(y_true, proba, *, n_bins: int = 15) -> float:
+    """Expected calibration error of the gender probability: how far the stated probability is from the accuracy.
+
+    Faces are binned by the probability of their predicted gender (``n_bins``
+    equal-width bins over 0.5-1); the error is the mean, weighted by the
+    faces in each bin, of ``|accuracy - mean probability|`` (Guo et al.
+    2017). 0 is perfectly calibrated.
+    """
+    _, gender_true = _columns(y_true, "y_true")
+    _, p_female = _columns(proba, "proba")
+    confidence, correct = reliability_table(gender_true, p_female)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    error = 0.0
+    for b in np.unique(bins):
+        mask = bins == b
+        error += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(error)
+
+
+def reliability_table(gender_true, p_female) -> tuple[np.ndarray, np.ndarray]:
+    """Per face, the probability of its predicted gender and whether the prediction is right (0/1)."""
+    p_female = np.asarray(p_female, dtype=np.float64)
+    predicted = (p_female >= 0.5).astype(np.float64)
+    return np.where(predicted == 1, p_female, 1.0 - p_female), (predicted == np.asarray(gender_true)).astype(float)
+
+
 def combined_score(y_true, y_pred) -> float:
     """Mean of gender accuracy and age R^2: the figure ``AgeGenderCNN.score`` returns."""
     return 0.5 * (gender_accuracy(y_true, y_pred) + age_r2(y_true, y_pred))

@@ -310,6 +310,58 @@ def gender_confusion_matrix(y_true, y_pred) -> Figure:
     return figure
 
 
+def gender_reliability(y_true, proba, *, before=None, n_bins: int = 10) -> Figure:
+    """Reliability diagram of the gender probability: stated probability against accuracy.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n, 2)
+        True ``[age, gender]``.
+    proba : array-like of shape (n, 2)
+        ``[P(male), P(female)]``, as :meth:`skface.AgeGenderCNN.predict_proba`
+        returns them.
+    before : array-like of shape (n, 2), optional
+        The probabilities before calibration, drawn beside for comparison.
+    n_bins : int, default=10
+        Equal-width bins of the probability of the predicted gender (0.5-1).
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        Per bin, the accuracy of its faces against their mean probability
+        (a calibrated model lies on the diagonal), with the share of faces in
+        each bin below; the legend gives each curve's expected calibration
+        error (:func:`skface.metrics.gender_calibration_error`).
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    curves = [("after calibration" if before is not None else "model", proba, "#1f77b4")]
+    if before is not None:
+        curves.insert(0, ("before calibration", before, "#ff7f0e"))
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    figure = Figure(figsize=(5.5, 6), layout="constrained")
+    ax, hist = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+    ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+    for label, probabilities, color in curves:
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        confidence, correct = metrics.reliability_table(y_true[:, 1], probabilities[:, 1])
+        bins = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+        used = [b for b in range(n_bins) if np.any(bins == b)]
+        ece = metrics.gender_calibration_error(y_true, probabilities)
+        ax.plot([confidence[bins == b].mean() for b in used], [correct[bins == b].mean() for b in used],
+                marker="o", color=color, label=f"{label} (ECE {ece:.3f})")
+        hist.hist(confidence, bins=edges, weights=np.full(len(confidence), 1 / len(confidence)), color=color,
+                  alpha=0.5, label=label)
+    ax.set_ylabel("Accuracy")
+    ax.set_xlim(0.5, 1)
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower right")
+    ax.set_title(f"Gender probability: reliability, n = {len(y_true)}")
+    hist.set_xlabel("Probability of the predicted gender")
+    hist.set_ylabel("Faces")
+    hist.yaxis.set_major_formatter(PercentFormatter(1.0))
+    return figure
+
+
 def face_grid(images, y_true, y_pred, *, n_faces: int = 16, random_state=0,
               tolerance: float = 5.0) -> Figure:
     """A grid of sampled faces titled with their true and predicted labels.

@@ -44,7 +44,8 @@ def _predict_parser(sub) -> None:
         description=(
             "Predict age and gender for every face in image files, or in every file of the given folders "
             "(recursively): one line per face, with its box (x, y, width, height in pixels), the detector's "
-            "confidence, age, gender and P(gender), the probability of that gender (0.5 to 1; JSON: "
+            "confidence, age with the range that holds the true age 80% of the time (JSON: age_low, age_high), "
+            "gender and P(gender), the probability of that gender (0.5 to 1; JSON: "
             "gender_probability). Unreadable or missing files, files "
             "with no face and empty folders are reported and the other files answered; the exit status is 1 "
             "if any was."
@@ -126,7 +127,7 @@ def _train(args) -> int:
     from ..data.sources import SyntheticDataWarning, train_test_data
     from ..evaluation import evaluate
     from ..network.persistence import save_pretrained
-    from ..network.pipeline import train_pipeline
+    from ..network.pipeline import held_out_answers, train_pipeline
     from .options import training_arguments
     from .report import print_figures
 
@@ -143,25 +144,31 @@ def _train(args) -> int:
         print(f"Data: {len(data.images)} synthetic faces. A model trained on them knows nothing about "
               "real faces; pass --data PATH to train on UTKFace.")
     else:
-        print(f"Data: {len(data.images)} faces from {data.source} ({len(data.skipped)} files skipped).")
+        sources = ", ".join([data.source, *data.get("extra", [])])
+        print(f"Data: {len(data.images)} faces from {sources} ({len(data.skipped)} files skipped).")
     pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=kwargs["image_size"],
-                                       color=kwargs["color"], seed=kwargs["seed"])
+                                       color=kwargs["color"], seed=kwargs["seed"],
+                                       calibration=(split.X_calibration, split.y_calibration))
     estimator = pipeline[-1]
-    figures = evaluate(split.y_test, *estimator.predict_with_proba(split.X_test))
+    y_pred, proba, intervals = held_out_answers(estimator, split.X_test)
+    figures = evaluate(split.y_test, y_pred, proba, race=split.race_test, intervals=intervals)
     y_train = split.y_train
     baseline = np.column_stack([np.full(len(split.y_test), np.median(y_train[:, 0])),
                                 np.full(len(split.y_test), float(y_train[:, 1].mean() >= 0.5))])
-    print(f"\nTrained {estimator.n_epochs_} epochs on {len(split.X_train)} faces in {seconds:.1f} s.")
+    print(f"\nTrained {estimator.n_epochs_} epochs on {len(split.X_train)} faces in {seconds:.1f} s"
+          + (f"; calibrated on {len(split.X_calibration)} others." if len(split.X_calibration) else "."))
     print(f"Held-out figures on {len(split.X_test)} faces (stratified by age band and gender):")
     print_figures(figures, evaluate(split.y_test, baseline))
     if args.save is not None:
         metadata = {
             "data": data.source,
+            "extra_data": list(data.get("extra", [])),
             "data_digest": data.digest,
             "configuration": config,
             "seed": kwargs["seed"],
             "n_train": int(len(split.X_train)),
             "n_test": int(len(split.X_test)),
+            "n_calibration": int(len(split.X_calibration)),
             "train_seconds": round(seconds, 1),
             "test_metrics": figures,
         }
@@ -220,8 +227,8 @@ def _predict(args) -> int:
     n_errors = 0
     width = max([len(str(f)) for f in files] + [4])
     if not args.json:
-        print(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<23} {'conf':>5}  {'age':>5}  {'gender':<7} "
-              f"{'P(gender)':>9}")
+        print(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<23} {'conf':>5}  {'age (80% range)':<15}  "
+              f"{'gender':<7} {'P(gender)':>9}")
     with tqdm(total=len(files), desc="Predicting", unit="img", disable=len(files) <= args.batch_size) as bar:
         for start in range(0, len(files), args.batch_size):
             batch = files[start:start + args.batch_size]
@@ -235,7 +242,9 @@ def _predict(args) -> int:
                     else:
                         box = "whole image" if line["box"] is None else ", ".join(f"{v:.0f}" for v in line["box"])
                         conf = "" if line["confidence"] is None else f"{line['confidence']:.2f}"
-                        print(f"{line['file']:<{width}}  {line['face']:>4}  {box:<23} {conf:>5}  {line['age']:>5.1f}  "
+                        age = f"{line['age']:.0f}" + ("" if line["age_low"] is None
+                                                      else f" ({line['age_low']:.0f}-{line['age_high']:.0f})")
+                        print(f"{line['file']:<{width}}  {line['face']:>4}  {box:<23} {conf:>5}  {age:<15}  "
                               f"{line['gender']:<7} {line['gender_probability']:>9.2f}")
                 if args.annotate is not None and not row["error"]:
                     _annotate(path, row, args.annotate, Path(args.inputs[0]))
@@ -248,11 +257,12 @@ def _predict(args) -> int:
 def _face_lines(path: Path, row: dict) -> list[dict]:
     """One output line per face of a row (one line with the error for a row without an answer)."""
     if row["error"]:
-        return [{"file": str(path), "face": None, "box": None, "confidence": None, "age": None, "gender": None,
-                 "gender_probability": None, "error": row["error"]}]
+        return [{"file": str(path), "face": None, "box": None, "confidence": None, "age": None, "age_low": None,
+                 "age_high": None, "gender": None, "gender_probability": None, "error": row["error"]}]
     return [{"file": str(path), "face": index, "box": face["box"], "confidence": face["confidence"],
-             "age": round(face["age"], 1), "gender": face["gender"],
-             "gender_probability": round(face["gender_probability"], 3), "error": ""}
+             "age": round(face["age"], 1),
+             **{key: None if face[key] is None else round(face[key], 1) for key in ("age_low", "age_high")},
+             "gender": face["gender"], "gender_probability": round(face["gender_probability"], 3), "error": ""}
             for index, face in enumerate(row["faces"])]
 
 

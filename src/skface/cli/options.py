@@ -35,8 +35,10 @@ COMMAND_LINE_DEFAULTS = {
 }
 
 #: The data options, with their defaults: every training command takes these.
-DATA_DEFAULTS = {"data": "auto", "n_synthetic": 2000, "image_size": 64, "color": "grayscale",
-                 "test_split": 0.2, "seed": 0}
+DATA_DEFAULTS = {"data": "auto", "extra_data": "none", "n_synthetic": 2000, "image_size": 64, "color": "grayscale",
+                 "test_split": 0.2, "calibration_split": 0.0, "balance_age_bands": False, "seed": 0}
+# The data options that a configuration may set (its "data" entry), beside the image size and colour.
+CONFIGURED_DATA = ("calibration_split", "balance_age_bands")
 
 
 def whole_number(text) -> int:
@@ -74,6 +76,11 @@ def _number_list(kind: type, example: str) -> Callable:
 
     parse.__name__ = f"list of {kind.__name__}"
     return parse
+
+
+def calibration_share(text) -> float:
+    """A share of the training data for calibration: 0 (none) or strictly between 0 and 1."""
+    return 0.0 if float(text) == 0 else share(text)
 
 
 def share(text) -> float:
@@ -194,6 +201,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=d["data"],
                         help="'auto' (a UTKFace folder or archive under ./data/, else synthetic faces), "
                              "'synthetic', or the path of a UTKFace folder or archive")
+    parser.add_argument("--extra-data", default=d["extra_data"],
+                        help="more UTKFace folders or archives, comma-separated, for training only: the test faces "
+                             "still come from --data alone; a photo already loaded is skipped; 'none' for none")
     parser.add_argument("--n-synthetic", type=whole_number, default=d["n_synthetic"],
                         help="number of synthetic faces, when used")
     parser.add_argument("--image-size", type=whole_number, default=d["image_size"],
@@ -201,6 +211,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color", choices=["grayscale", "rgb"], default=d["color"], help="input colour")
     parser.add_argument("--test-split", type=share, default=d["test_split"],
                         help="share of the data held out for the test figures (stratified by age band and gender)")
+    parser.add_argument("--calibration-split", type=calibration_share, default=d["calibration_split"],
+                        help="share of the training faces held out to calibrate the model's age ranges and gender "
+                             "probability (AgeGenderCNN.conformalize); 0 for none, and then no age ranges")
+    parser.add_argument("--balance-age-bands", type=boolean, nargs="?", const=True, default=d["balance_age_bands"],
+                        help="repeat the training faces of the age bands that --extra-data dilutes, up to their "
+                             "share in --data's training part")
     parser.add_argument("--seed", type=whole_number, default=d["seed"],
                         help="seed of the data split, synthetic faces and training")
 
@@ -240,8 +256,8 @@ def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
 def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str = "train") -> dict:
     """The typed keyword arguments of the training recipes, from parsed options.
 
-    With ``--config NAME``, the configuration sets the image size, colour and
-    every hyperparameter (those it leaves out keep the options' defaults);
+    With ``--config NAME``, the configuration sets the image size, colour,
+    its data options (:data:`CONFIGURED_DATA`) and every hyperparameter (those it leaves out keep the options' defaults);
     giving any of those options as well is an error through ``parser``, since
     the configuration would silently override it. This is the one rule for
     ``--config`` in every command.
@@ -249,12 +265,15 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     Returns
     -------
     kwargs : dict
-        ``data``, ``n_synthetic``, ``image_size``, ``color``, ``test_split``,
-        ``seed``, ``config`` (a name or None) and ``params`` (AgeGenderCNN's
-        hyperparameters).
+        ``data``, ``extra_data`` (a list), ``n_synthetic``, ``image_size``,
+        ``color``, ``test_split``, ``calibration_split``,
+        ``balance_age_bands``, ``seed``, ``config`` (a name or None) and
+        ``params`` (AgeGenderCNN's hyperparameters).
     """
     options = estimator_options(command)
     kwargs = {name: getattr(args, name) for name in DATA_DEFAULTS}
+    kwargs["extra_data"] = [] if kwargs["extra_data"] in ("none", "") else [
+        path.strip() for path in kwargs["extra_data"].split(",") if path.strip()]
     params = {name: getattr(args, name) for name in options}
     config = getattr(args, "config", "none")
     kwargs["config"] = None if config == "none" else config
@@ -262,13 +281,14 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
         from ..configurations import get_configuration
 
         configuration = get_configuration(config)
-        given = [name for name in ("image_size", "color", *options)
+        given = [name for name in ("image_size", "color", *CONFIGURED_DATA, *options)
                  if getattr(args, name) != parser.get_default(name)]
         if given:
             flags = ", ".join(f"--{name.replace('_', '-')}" for name in given)
             parser.error(f"--config {config} sets the image size, colour and every hyperparameter, so {flags} "
                          f"would be ignored; leave out {flags}, or leave out --config and give every option yourself.")
         kwargs["image_size"], kwargs["color"] = configuration["image_size"], configuration["color"]
+        kwargs.update(configuration["data"])
         params.update(configuration["estimator"])
     kwargs["params"] = params
     return kwargs

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..evaluation import AGE_BANDS
+from ..evaluation import AGE_BANDS, RACES
 
 _ROWS = (("age MAE (years)", "age_mae"), ("CS@5", "cs5"), ("gender accuracy", "gender_accuracy"),
-         ("gender ROC AUC", "gender_roc_auc"), ("score", "score"))
+         ("gender ROC AUC", "gender_roc_auc"), ("gender ECE", "gender_ece"), ("score", "score"),
+         ("80% range coverage", "interval_coverage"), ("80% range width", "interval_width"))
 
 
 def print_figures(figures: dict, baseline: dict | None = None, *, prefix: str = "") -> None:
@@ -30,12 +31,20 @@ def print_figures(figures: dict, baseline: dict | None = None, *, prefix: str = 
         if baseline is not None:
             line += f"{baseline[key]:>10.3f}" if key in baseline else f"{0.5 if key == 'gender_roc_auc' else '':>10}"
         print(line)
-    bands = [band for band, _, _ in AGE_BANDS if f"{prefix}n_{band}" in figures]
-    if bands:
-        print(f"  {'age band':<10}{'n':>6}{'age MAE':>9}{'gender acc':>12}")
-        for band in bands:
-            print(f"  {band:<10}{figures[f'{prefix}n_{band}']:>6.0f}{figures[f'{prefix}age_mae_{band}']:>9.2f}"
-                  f"{figures[f'{prefix}gender_accuracy_{band}']:>12.3f}")
+    ranges = f"{prefix}interval_coverage" in figures
+    for title, groups in (("age band", [band for band, _, _ in AGE_BANDS]), ("gender", ["male", "female"]),
+                          ("race", list(RACES.values()))):
+        groups = [group for group in groups if f"{prefix}n_{group}" in figures]
+        if not groups:
+            continue
+        print(f"  {title:<10}{'n':>6}{'age MAE':>9}{'gender acc':>12}" + (f"{'coverage':>10}{'width':>7}" if ranges else ""))
+        for group in groups:
+            line = (f"  {group:<10}{figures[f'{prefix}n_{group}']:>6.0f}{figures[f'{prefix}age_mae_{group}']:>9.2f}"
+                    f"{figures[f'{prefix}gender_accuracy_{group}']:>12.3f}")
+            if ranges:
+                line += (f"{figures[f'{prefix}interval_coverage_{group}']:>10.3f}"
+                         f"{figures[f'{prefix}interval_width_{group}']:>7.1f}")
+            print(line)
     if baseline is not None:
         print("  (baseline: the median training age and the majority gender)")
 

@@ -74,7 +74,8 @@ def resolve_data(
         ``images``, ``target`` (n, 2) [age, gender], ``kind`` ("utkface" or
         ``"synthetic"``), ``source`` (``"synthetic"`` or the resolved path),
         ``name`` (a short name for MLflow), ``digest`` (hash of the labels and
-        file names), ``filenames`` and ``skipped``.
+        file names), ``filenames``, ``race`` (UTKFace's race codes; -1 for
+        synthetic faces) and ``skipped``.
     """
     if not isinstance(data, str) or not data:
         raise ValueError(f"data must be 'auto', 'synthetic' or a path, got {data!r}.")
@@ -102,6 +103,7 @@ def resolve_data(
             n_synthetic, image_size=image_size, color=color, random_state=random_state
         )
         filenames = np.array([f"synthetic_{i}" for i in range(len(images))])
+        race = np.full(len(images), -1)
         bunch = Bunch(
             images=images,
             target=target,
@@ -109,6 +111,7 @@ def resolve_data(
             source="synthetic",
             name=f"synthetic-{n_synthetic}-seed{random_state}",
             filenames=filenames,
+            race=race,
             skipped=[],
         )
     else:
@@ -121,6 +124,7 @@ def resolve_data(
             source=resolved,
             name=f"utkface-{path.resolve().name}",
             filenames=np.asarray(faces.filenames),
+            race=np.asarray(faces.race),
             skipped=list(faces.skipped),
         )
     digest = hashlib.sha256()
@@ -131,36 +135,137 @@ def resolve_data(
     return bunch
 
 
-def train_test_data(data: str = "auto", *, test_split: float = 0.2, seed: int = 0, **kwargs) -> Bunch:
+def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.2, calibration_split: float = 0.0,
+                    balance_age_bands: bool = False, seed: int = 0, **kwargs) -> Bunch:
     """:func:`resolve_data` split into training and test faces, stratified by age band and gender.
 
     Every training command splits this way, so that the same ``data`` and
-    ``seed`` give the same test faces everywhere.
+    ``seed`` give the same test faces everywhere: ``extra_data`` only adds
+    training faces, and the calibration faces come out of the training part.
 
     Parameters
     ----------
     data : str, default="auto"
-        As in :func:`resolve_data`.
+        As in :func:`resolve_data`: the source that the test faces come from.
+    extra_data : str or sequence of str, default=()
+        More UTKFace folders or archives, for training (and calibration) only.
+        A face that is also in ``data`` or in an earlier extra source (see
+        :func:`skface.load_utkface`) is dropped and listed in ``skipped``.
     test_split : float, default=0.2
-        Share of the faces held out for testing, in (0, 1).
+        Share of ``data``'s faces held out for testing, in (0, 1).
+    calibration_split : float, default=0.0
+        Share of the training faces (``data``'s training part and
+        ``extra_data``) held out to calibrate the age range and the gender
+        probability (:meth:`AgeGenderCNN.conformalize`), in [0, 1); 0 for none.
+    balance_age_bands : bool, default=False
+        Repeat the training faces of age bands that the extra sources dilute,
+        towards their share of ``data``'s training part (see
+        :func:`balanced_index`).
     seed : int, default=0
-        Seed of the split and of the synthetic faces.
+        Seed of the splits, of the repeats and of the synthetic faces.
     **kwargs
         ``image_size``, ``color``, ``n_synthetic``, ... of :func:`resolve_data`.
 
     Returns
     -------
     split : Bunch
-        ``data`` (what :func:`resolve_data` returned), ``X_train``,
-        ``X_test``, ``y_train``, ``y_test`` and ``test_filenames``.
+        ``data`` (what :func:`resolve_data` returned, with the extra sources'
+        faces appended and their ``source`` listed in ``extra``), ``X_train``,
+        ``X_test``, ``y_train``, ``y_test``, ``test_filenames``,
+        ``race_test``, and
+        ``X_calibration``, ``y_calibration`` (empty without a calibration
+        split).
     """
     from ..evaluation import stratified_split
 
     if not 0 < test_split < 1:
         raise ValueError(f"test_split must be between 0 and 1 (exclusive), got {test_split}.")
+    if not 0 <= calibration_split < 1:
+        raise ValueError(f"calibration_split must be in [0, 1), got {calibration_split}; 0 holds out none.")
+    extra_data = [extra_data] if isinstance(extra_data, (str, Path)) else list(extra_data or ())
     faces = resolve_data(data, random_state=seed, **kwargs)
     train, test, _, _ = stratified_split(np.arange(len(faces.target)), faces.target, test_size=test_split,
                                          random_state=seed)
     train, test = np.sort(train), np.sort(test)
+    reference = faces.target[train]
+    if extra_data:
+        faces = _with_extra_sources(faces, extra_data, **kwargs)
+        train = np.concatenate([train, np.arange(len(reference) + len(test), len(faces.target))])
+    calibration = train[:0]
+    if calibration_split:
+        train, calibration, _, _ = stratified_split(train, faces.target[train], test_size=calibration_split,
+                                                    random_state=seed)
+        train, calibration = np.sort(train), np.sort(calibration)
+    if balance_age_bands:
+        train = train[balanced_index(faces.target[train], reference, random_state=seed)]
     return Bunch(data=faces, X_train=faces.images[train], X_test=faces.images[test], y_train=faces.target[train],
-                 y_test=faces.target[test], test_filenames=np.asarray(faces.filenames)[test])
+                 y_test=faces.target[test], test_filenames=np.asarray(faces.filenames)[test], race_test=faces.race[test],
+                 X_calibration=faces.images[calibration], y_calibration=faces.target[calibration])
+
+
+def _with_extra_sources(faces: Bunch, extra_data: list, *, image_size: int = 64, color: str = "grayscale",
+                        verbose: bool = True, **_) -> Bunch:
+    """``faces`` (a UTKFace source) with the faces of ``extra_data`` appended, each photo once."""
+    if faces.kind != "utkface":
+        raise ValueError("extra_data adds UTKFace faces to UTKFace faces; pass data=PATH of a UTKFace folder "
+                         f"or archive, not {faces.source!r}.")
+    paths = [Path(path).expanduser() for path in extra_data]
+    combined = load_utkface([faces.source, *paths], image_size=image_size, color=color, verbose=verbose)
+    n = len(faces.target)
+    first = [str(name).split("/", 1)[1] for name in combined.filenames[:n]]
+    if len(combined.target) < n or first != [str(name) for name in faces.filenames]:
+        raise UTKFaceError(f"{faces.source} holds the same photo more than once; load it with load_utkface "
+                           "and look at its skipped list.")
+    added = slice(n, None)
+    out = Bunch(**faces)
+    out.images = np.concatenate([faces.images, combined.images[added]])
+    out.target = np.concatenate([faces.target, combined.target[added]])
+    out.filenames = np.concatenate([np.asarray(faces.filenames), np.asarray(combined.filenames[added])])
+    out.race = np.concatenate([faces.race, combined.race[added]])
+    out.skipped = list(combined.skipped)
+    out.extra = [str(path.resolve()) for path in paths]
+    out.name = "+".join([faces.name, *(f"utkface-{path.resolve().name}" for path in paths)])
+    digest = hashlib.sha256(faces.digest.encode())
+    digest.update(np.ascontiguousarray(out.target).tobytes())
+    digest.update("\n".join(map(str, out.filenames)).encode())
+    out.digest = digest.hexdigest()[:16]
+    return out
+
+
+def balanced_index(y, reference, *, random_state: int | None = 0) -> np.ndarray:
+    """Indices of ``y``'s rows with the rows of under-represented age bands repeated.
+
+    A band whose share of ``y`` is below its share of ``reference`` has its
+    rows repeated ``reference share / share`` times (a fractional part by a
+    random draw without replacement): it then holds as many rows as its
+    reference share of ``y``'s own size, so that more faces of a mostly
+    adult source do not dilute the children that the reference holds. (The
+    repeats grow the total, so its share of the result stays somewhat
+    below the reference's.) No row is dropped.
+
+    Parameters
+    ----------
+    y : array-like of shape (n, 2)
+        ``[age, gender]`` of the training faces.
+    reference : array-like of shape (m, 2)
+        Faces whose age-band mix the result should reach at least.
+    random_state : int or None, default=0
+        Seed of the fractional repeats.
+
+    Returns
+    -------
+    index : ndarray of int
+        Every row of ``y`` once, plus the repeats, in ascending order.
+    """
+    from ..evaluation import age_band
+
+    rng = np.random.default_rng(random_state)
+    bands, reference_bands = age_band(np.asarray(y)[:, 0]), age_band(np.asarray(reference)[:, 0])
+    index = [np.arange(len(bands))]
+    for band in np.unique(bands):
+        rows = np.flatnonzero(bands == band)
+        factor = np.mean(reference_bands == band) / (len(rows) / len(bands))
+        if factor > 1:
+            whole, fraction = int(np.floor(factor)) - 1, factor - np.floor(factor)
+            index += [rows] * whole + [rng.choice(rows, size=int(round(fraction * len(rows))), replace=False)]
+    return np.sort(np.concatenate(index))

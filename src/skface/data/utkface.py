@@ -52,6 +52,9 @@ MAX_FILE_BYTES = 20_000_000
 #: bomb). Smaller members cost little whatever their ratio, and a small text
 #: file is better reported as "not an image file".
 MAX_COMPRESSION_RATIO = 100
+
+# Thumbnail correlation from which a face of a later source is a near-copy of an earlier one (see load_utkface).
+NEAR_COPY_CORRELATION = 0.995
 _RATIO_FLOOR = 1_000_000
 
 # Bump when the layout of a cache file or the meaning of its arrays changes.
@@ -95,7 +98,7 @@ class CacheWarning(UserWarning):
 
 
 def load_utkface(
-    path: str | os.PathLike,
+    path: str | os.PathLike | list[str | os.PathLike] | tuple,
     *,
     image_size: int = 64,
     color: str = "grayscale",
@@ -110,12 +113,13 @@ def load_utkface(
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str, os.PathLike, or a list or tuple of them
         A folder of UTKFace images, or the archive downloaded from Kaggle
         (``.zip``, ``.tar.gz``, ``.tgz`` or ``.tar``). Images may sit in
         nested folders (``crop_part1/``, ``UTKFace/``, ...); the folder or
         archive is searched recursively. Archives are read in place, without
-        extracting them to disk.
+        extracting them to disk. ``~`` is expanded. Several sources are
+        loaded in turn and concatenated, each photo once (see Notes).
     image_size : int, default=64
         Side, in pixels, of the square every image is resized to.
     color : {"grayscale", "rgb"}, default="grayscale"
@@ -159,7 +163,8 @@ def load_utkface(
             3 Indian, 4 Others).
         filenames : ndarray of shape (n_images,)
             Path of each image relative to ``path`` (its member name in an
-            archive), with ``/`` separators.
+            archive), with ``/`` separators; with several sources, prefixed
+            by the source's own name (``utkface-extra/100_0_0_...jpg``).
         skipped : list of (str, str)
             ``(filename, reason)`` for every file that was not loaded.
         DESCR : str
@@ -205,6 +210,17 @@ def load_utkface(
     (a device, a FIFO, a socket), are never read. Each of these, and every
     file over ``max_file_bytes``, is listed in ``skipped`` with its reason.
 
+    The same photo is loaded once. Within a source and across sources, a
+    file whose name has the same labels and date&time as a file already
+    loaded (``crop_part1/`` and ``UTKFace/`` of the Kaggle archive hold the
+    same photos under the same names) is skipped as a duplicate. Across
+    sources, a face whose pixels are identical or nearly so to a face of an
+    earlier source (a correlation of at least ``NEAR_COPY_CORRELATION`` =
+    0.995 between their 16x16 greyscale thumbnails) is skipped as a
+    near-copy, whatever its labels. Identical pixels under different names
+    within one source are kept: crop_part1 holds about 70, with labels that
+    disagree, and dropping them would move every face of a documented split.
+
     The cache lives in ``<cache root>/utkface/`` (see ``cache_dir``). A cache
     file is used only if its key matches: the image size, the colour mode,
     the versions of skface and Pillow, and, for a folder, the name, size and
@@ -230,25 +246,24 @@ def load_utkface(
     image_size, color = check_image_params(image_size, color)
     n_jobs = _check_n_jobs(n_jobs)
     max_file_bytes = _check_max_file_bytes(max_file_bytes)
-    source = _Source.open(path, max_file_bytes)
-
-    cache_file = None
-    if cache:
-        key = _cache_key(source, image_size, color)
-        cache_file = _cache_folder(cache_dir) / f"{image_size}px-{color}-{key[:40]}.npz"
-        result = _read_cache(cache_file, source, image_size, color)
-        if result is None:
-            result = _decode_source(source, image_size, color, n_jobs, verbose)
-            _write_cache(cache_file, result)
+    paths = list(path) if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        raise UTKFaceError("load_utkface needs at least one UTKFace folder or archive; got an empty list.")
+    sources = [_Source.open(os.path.expanduser(item) if isinstance(item, (str, os.PathLike)) else item,
+                            max_file_bytes) for item in paths]
+    results = [_load_source(source, image_size, color, n_jobs, verbose, cache, cache_dir) for source in sources]
+    if len(results) == 1:
+        result = results[0]
     else:
-        result = _decode_source(source, image_size, color, n_jobs, verbose)
-
+        result = _concatenate(results, [_source_label(source, sources) for source in sources])
+    result = _drop_duplicates(result, first_of_source=np.cumsum([0] + [len(r["filenames"]) for r in results])[:-1])
     images, target, race, filenames, skipped = (result[k] for k in _CACHE_KEYS)
     skipped = [(str(name), str(reason)) for name, reason in skipped]
+    where = ", ".join(str(source.path) for source in sources)
     if skipped:
         warnings.warn(
             f"Skipped {len(skipped):,} of {len(filenames) + len(skipped):,} files in "
-            f"{source.path} ({_summarize(skipped)}); see the 'skipped' field of the "
+            f"{where} ({_summarize(skipped)}); see the 'skipped' field of the "
             "result for each file and reason.",
             SkippedFilesWarning,
             stacklevel=2,
@@ -262,8 +277,93 @@ def load_utkface(
         race=race,
         filenames=filenames,
         skipped=skipped,
-        DESCR=_describe(source.path, len(filenames), len(skipped), image_size, color),
+        DESCR=_describe(where, len(filenames), len(skipped), image_size, color),
     )
+
+
+def _load_source(source: _Source, image_size: int, color: str, n_jobs: int, verbose: bool, cache: bool,
+                 cache_dir) -> dict:
+    """One source's decoded faces, through the cache when ``cache``."""
+
+    if not cache:
+        return _decode_source(source, image_size, color, n_jobs, verbose)
+    key = _cache_key(source, image_size, color)
+    cache_file = _cache_folder(cache_dir) / f"{image_size}px-{color}-{key[:40]}.npz"
+    result = _read_cache(cache_file, source, image_size, color)
+    if result is None:
+        result = _decode_source(source, image_size, color, n_jobs, verbose)
+        _write_cache(cache_file, result)
+    return result
+
+
+def _source_label(source: _Source, sources: list) -> str:
+    """The prefix of a source's file names among several: its own name, numbered if two share it."""
+    names = [Path(str(other.path)).name for other in sources]
+    name = Path(str(source.path)).name
+    return name if names.count(name) == 1 else f"{sources.index(source)}-{name}"
+
+
+def _concatenate(results: list[dict], labels: list[str]) -> dict:
+    """Several sources' results as one, each file name prefixed by its source's label."""
+    out = {}
+    for key in ("images", "target", "race"):
+        out[key] = np.concatenate([result[key] for result in results])
+    out["filenames"] = np.array([f"{label}/{name}" for label, result in zip(labels, results)
+                                 for name in result["filenames"]])
+    out["skipped"] = [(f"{label}/{name}", reason) for label, result in zip(labels, results)
+                      for name, reason in result["skipped"]]
+    return out
+
+
+def _photo_key(filename: str, age: float, gender: float, race: int) -> tuple:
+    """Labels and date&time of a UTKFace file: the same key means the same photo."""
+    fields = Path(str(filename)).name.split("_")
+    stamp = fields[3].split(".")[0] if len(fields) > 3 else str(filename)
+    return int(age), int(gender), int(race), stamp
+
+
+def _thumbnails(images: np.ndarray) -> np.ndarray:
+    """16x16 greyscale thumbnails, centred and scaled to unit norm: their dot product is a correlation."""
+    grey = images.astype(np.float32).mean(axis=-1)
+    n, height, width = grey.shape
+    rows, cols = np.linspace(0, height, 17).astype(int), np.linspace(0, width, 17).astype(int)
+    thumbs = np.add.reduceat(np.add.reduceat(grey, rows[:-1], axis=1), cols[:-1], axis=2).reshape(n, -1)
+    thumbs -= thumbs.mean(axis=1, keepdims=True)
+    return thumbs / np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
+
+
+def _drop_duplicates(result: dict, first_of_source) -> dict:
+    """``result`` without the faces already loaded: same photo key anywhere, near-copies across sources."""
+    filenames, target, race = result["filenames"], result["target"], result["race"]
+    n = len(filenames)
+    source_of = np.searchsorted(np.asarray(first_of_source), np.arange(n), side="right") - 1
+    duplicate_of = {}
+    seen = {}
+    for i in range(n):
+        key = _photo_key(filenames[i], target[i, 0], target[i, 1], race[i])
+        if key in seen:
+            duplicate_of[i] = (seen[key], "duplicate: the same labels and date&time as")
+        else:
+            seen[key] = i
+    if source_of.max(initial=0) > 0:
+        thumbs = _thumbnails(result["images"])
+        for source in range(1, int(source_of.max()) + 1):
+            earlier = np.flatnonzero((source_of < source) & ~np.isin(np.arange(n), list(duplicate_of)))
+            rows = np.flatnonzero((source_of == source) & ~np.isin(np.arange(n), list(duplicate_of)))
+            for start in range(0, len(rows), 1024):
+                chunk = rows[start:start + 1024]
+                correlation = thumbs[chunk] @ thumbs[earlier].T
+                best = np.argmax(correlation, axis=1)
+                for i, j, value in zip(chunk, earlier[best], correlation[np.arange(len(chunk)), best]):
+                    if value >= NEAR_COPY_CORRELATION:
+                        duplicate_of[int(i)] = (int(j), "near-copy: nearly the same pixels as")
+    if not duplicate_of:
+        return result
+    keep = np.array([i not in duplicate_of for i in range(n)])
+    skipped = list(result["skipped"]) + [(str(filenames[i]), f"{reason} {filenames[j]}")
+                                         for i, (j, reason) in sorted(duplicate_of.items())]
+    return {"images": result["images"][keep], "target": target[keep], "race": race[keep],
+            "filenames": filenames[keep], "skipped": skipped}
 
 
 def _check_n_jobs(n_jobs) -> int:

@@ -26,10 +26,13 @@ from .architecture import (
     age_distribution,
     build_model,
 )
-from .inference import predict_age_and_female, zoom_factors
+from .calibration import age_interval, conformal_quantile, conformity_scores, fit_temperature, temper
+from .inference import predict_outputs, zoom_factors
 from .training import LR_SCHEDULES, compile_for_training
 
 _TARGET_COLUMNS = ("age", "gender")
+# Fitted by conformalize, and dropped by fit.
+_CALIBRATION_ATTRIBUTES = ("age_conformity_scores_", "gender_temperature_")
 
 
 class AgeGenderCNN(BaseEstimator):
@@ -122,6 +125,12 @@ class AgeGenderCNN(BaseEstimator):
         records it (the image height for a batch of images).
     n_epochs_ : int
         Epochs actually trained (fewer than ``epochs`` after early stopping).
+    age_conformity_scores_ : ndarray of shape (n_calibration,)
+        Sorted normalised age residuals of the calibration faces; only after
+        :meth:`conformalize`, which :meth:`predict_interval` needs.
+    gender_temperature_ : float
+        Temperature of the gender probability; only after
+        :meth:`conformalize` (1 means untouched).
 
     See Also
     --------
@@ -243,6 +252,8 @@ class AgeGenderCNN(BaseEstimator):
         self : AgeGenderCNN
         """
         self._check_params_beyond_constraints()
+        for name in _CALIBRATION_ATTRIBUTES:  # a new network needs a new calibration
+            self.__dict__.pop(name, None)
         X, age, gender = self._validate_training_data(X, y)
         import_tensorflow_quietly()
         seed = self._seed_everything()
@@ -448,11 +459,102 @@ class AgeGenderCNN(BaseEstimator):
         proba : ndarray of shape (n, 2)
             As :meth:`predict_proba`.
         """
+        age, p_female, _ = self._predict_outputs(X)
+        p_female = temper(p_female, getattr(self, "gender_temperature_", 1.0))
+        return np.column_stack([age, (p_female >= 0.5).astype(np.float64)]), np.column_stack([1.0 - p_female, p_female])
+
+    def _predict_outputs(self, X) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Age, untempered P(female) and the age's spread of each image, over the test-time views."""
         images = self._validate_images(X)
-        age, p_female = predict_age_and_female(self.model_, images, zooms=zoom_factors(self.zoom_tta),
-                                               flip=bool(self.flip_tta))
+        return predict_outputs(self.model_, images, zooms=zoom_factors(self.zoom_tta), flip=bool(self.flip_tta))
+
+    def conformalize(self, X, y) -> AgeGenderCNN:
+        """Calibrate the age range and the gender probability on faces the network did not train on.
+
+        Afterwards :meth:`predict_interval` gives age ranges whose stated
+        share of true ages falls inside (split conformal prediction,
+        normalised by the spread of the age estimate; see
+        :mod:`skface.network.calibration`), and :meth:`predict_proba` gives
+        tempered gender probabilities (one temperature, fitted by log loss).
+        The predicted ages and genders do not change. The name and the order
+        (``fit``, then ``conformalize`` on held-out faces) follow MAPIE.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Calibration images, not used in ``fit``: from the same
+            distribution as the faces the model will answer. A few hundred at
+            least; a level ``c`` needs ``n >= c / (1 - c)``.
+        y : array-like of shape (n, 2) or DataFrame
+            Their true ``[age, gender]``.
+
+        Returns
+        -------
+        self : AgeGenderCNN
+            With ``age_conformity_scores_`` and ``gender_temperature_``.
+        """
+        y = _target_array(y)
+        y = check_array(y, dtype=np.float64, ensure_2d=True, input_name="y")
+        if y.shape[1] != 2 or len(y) != len(X):
+            raise ValueError(f"y must have one [age, gender] row per image: got shape {y.shape} for {len(X)} images.")
+        age, p_female, spread = self._predict_outputs(X)
+        self.age_conformity_scores_ = conformity_scores(y[:, 0], age, spread)
+        genders = np.unique(y[:, 1])
+        self.gender_temperature_ = fit_temperature(y[:, 1], p_female) if len(genders) == 2 else 1.0
+        return self
+
+    def predict_interval(self, X, confidence_level: float = 0.8) -> np.ndarray:
+        """An age range per image that holds the true age with the stated probability.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Images of the shape seen in ``fit``.
+        confidence_level : float, default=0.8
+            Share of true ages that the ranges should hold, in (0, 1), as in
+            MAPIE's ``predict_interval``.
+
+        Returns
+        -------
+        intervals : ndarray of shape (n, 2)
+            ``[low, high]`` in years per image, around :meth:`predict`'s age.
+
+        Raises
+        ------
+        NotFittedEstimatorError
+            If the model was never calibrated with :meth:`conformalize`.
+        """
+        return self.predict_with_interval(X, confidence_level)[2]
+
+    def predict_with_interval(self, X, confidence_level: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`predict`, :meth:`predict_proba` and :meth:`predict_interval` from one pass through the network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, h, w, c)
+            Images of the shape seen in ``fit``.
+        confidence_level : float, default=0.8
+            As in :meth:`predict_interval`.
+
+        Returns
+        -------
+        y_pred, proba, intervals : ndarray of shape (n, 2) each
+        """
+        if not self.is_conformalized():
+            raise NotFittedEstimatorError(
+                f"This {type(self).__name__} has no calibration for age ranges; call "
+                "conformalize(X_calibration, y_calibration) on faces it did not train on, or use "
+                "skface.load_pretrained(), which is calibrated."
+            )
+        half_width = conformal_quantile(self.age_conformity_scores_, confidence_level)
+        age, p_female, spread = self._predict_outputs(X)
+        p_female = temper(p_female, self.gender_temperature_)
         y_pred = np.column_stack([age, (p_female >= 0.5).astype(np.float64)])
-        return y_pred, np.column_stack([1.0 - p_female, p_female])
+        return y_pred, np.column_stack([1.0 - p_female, p_female]), age_interval(age, spread, half_width)
+
+    def is_conformalized(self) -> bool:
+        """Whether :meth:`conformalize` calibrated this model, so that it can give age ranges."""
+        return hasattr(self, "age_conformity_scores_")
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean of the gender accuracy and the age R^2 (higher is better).

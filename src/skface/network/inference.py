@@ -66,7 +66,10 @@ def compiled_forward(model, input_shape: tuple[int, ...], zooms: tuple[float, ..
     compete with the network's on a small CPU). The graph is traced once,
     for any batch size, and called as a concrete function: that skips the
     per-call signature matching of a ``tf.function`` (about 0.4 ms).
-    The function returns the mean over the views of ``age`` and of ``gender``.
+    The function returns the mean over the views of ``age`` and of ``gender``,
+    and the spread of the age estimate: the standard deviation of the views'
+    mean distribution over ages with the ``"dex"`` head, 1 with the
+    regression head (which has no distribution).
     """
     functions = _FORWARD_CACHE.get(model)
     if functions is None:
@@ -84,24 +87,43 @@ def compiled_forward(model, input_shape: tuple[int, ...], zooms: tuple[float, ..
             out = model_ref()(tf.concat(batch, axis=0), training=False)
 
             def mean_over_views(values):
-                return tf.reduce_mean(tf.reshape(tf.cast(values, tf.float32), (len(batch), -1)), axis=0)
+                values = tf.cast(values, tf.float32)
+                return tf.reduce_mean(tf.reshape(values, (len(batch), -1, *values.shape[1:])), axis=0)
 
-            return mean_over_views(out["age"]), mean_over_views(out["gender"])
+            age, gender = tf.reshape(mean_over_views(out["age"]), (-1,)), tf.reshape(mean_over_views(out["gender"]), (-1,))
+            if "age_distribution" in out:  # the spread of the views' mean distribution over ages
+                distribution = mean_over_views(out["age_distribution"])
+                ages = tf.range(tf.shape(distribution)[1], dtype=tf.float32)
+                mean = tf.reduce_sum(distribution * ages, axis=1, keepdims=True)
+                spread = tf.sqrt(tf.reduce_sum(distribution * tf.square(ages - mean), axis=1))
+            else:
+                spread = tf.ones_like(age)
+            return age, gender, spread
 
         spec = tf.TensorSpec((None, *input_shape), tf.float32)
         functions[key] = tf.function(forward).get_concrete_function(spec)
     return functions[key]
 
 
-def predict_age_and_female(model, images: np.ndarray, *, zooms: tuple[float, ...] = (),
-                           flip: bool = False, chunk: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """Age and P(female) of each image of a float32 batch ``(n, h, w, c)``, averaged over its test-time views.
+def predict_outputs(model, images: np.ndarray, *, zooms: tuple[float, ...] = (), flip: bool = False,
+                    chunk: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Age, P(female) and the age's spread for each image of a float32 batch ``(n, h, w, c)``.
 
-    One compiled call per ``chunk`` images: the views of its images ride in the same batch.
+    Each is averaged over the image's test-time views (see
+    :func:`compiled_forward`). One compiled call per ``chunk`` images: the
+    views of its images ride in the same batch.
     """
     import tensorflow as tf
 
     forward = compiled_forward(model, images.shape[1:], zooms, flip)
     outputs = [forward(tf.convert_to_tensor(images[start:start + chunk])) for start in range(0, len(images), chunk)]
-    age, p_female = (np.concatenate([np.asarray(out[i], dtype=np.float64) for out in outputs]) for i in (0, 1))
-    return age, p_female
+    age, p_female, spread = (np.concatenate([np.asarray(out[i], dtype=np.float64) for out in outputs])
+                             for i in (0, 1, 2))
+    return age, p_female, spread
+
+
+def predict_age_and_female(model, images: np.ndarray, *, zooms: tuple[float, ...] = (),
+                           flip: bool = False, chunk: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Age and P(female) of each image of a float32 batch ``(n, h, w, c)``: :func:`predict_outputs` without the
+    spread."""
+    return predict_outputs(model, images, zooms=zooms, flip=flip, chunk=chunk)[:2]

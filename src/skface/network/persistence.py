@@ -101,6 +101,9 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
             "n_features_in_": int(estimator.n_features_in_),
             "n_epochs_": int(estimator.n_epochs_),
             "history_": estimator.history_,
+            **({"age_conformity_scores_": [round(float(v), 5) for v in estimator.age_conformity_scores_],
+                "gender_temperature_": float(estimator.gender_temperature_)}
+               if hasattr(estimator, "age_conformity_scores_") else {}),
         },
         "metadata": metadata or {},
     }
@@ -176,6 +179,11 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     estimator.n_features_in_ = fitted["n_features_in_"]
     estimator.n_epochs_ = fitted["n_epochs_"]
     estimator.history_ = fitted["history_"]
+    if "age_conformity_scores_" in fitted:
+        import numpy as np
+
+        estimator.age_conformity_scores_ = np.sort(np.asarray(fitted["age_conformity_scores_"], dtype=np.float64))
+        estimator.gender_temperature_ = float(fitted["gender_temperature_"])
     estimator.model_ = load_network(model_file)
     steps = [ImagePreprocessor(**state["preprocessor"]), estimator]
     if "aligner" in state:

@@ -21,7 +21,9 @@ from .estimator import AgeGenderCNN
 #: The fields of one answer, the same for the served model and ``skface predict``: the most prominent
 #: face's age, gender and probability of that gender, an error (empty when the image was read and has a
 #: face), and every face found with its own answer (see :func:`predict_rows`).
-ROW_FIELDS = ("age", "gender", "gender_probability", "error", "faces")
+ROW_FIELDS = ("age", "age_low", "age_high", "gender", "gender_probability", "error", "faces")
+# Confidence level of the age ranges in every per-face answer.
+INTERVAL_LEVEL = 0.8
 
 
 def make_pipeline(estimator: AgeGenderCNN, *, image_size: int, color: str, faces: bool = True) -> Pipeline:
@@ -53,7 +55,8 @@ def make_pipeline(estimator: AgeGenderCNN, *, image_size: int, color: str, faces
 
 
 def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: str, seed: int,
-                   verbose: int = 1, callbacks: list | None = None) -> tuple[Pipeline, float]:
+                   verbose: int = 1, callbacks: list | None = None,
+                   calibration: tuple | None = None) -> tuple[Pipeline, float]:
     """Fit ``AgeGenderCNN(**params)`` on a training split and wrap it in the standard pipeline.
 
     Parameters
@@ -72,6 +75,10 @@ def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: st
         The estimator's progress bar.
     callbacks : list, optional
         Extra Keras callbacks.
+    calibration : (X, y), optional
+        Held-out faces that the fitted estimator is conformalized on
+        (:meth:`AgeGenderCNN.conformalize`): age ranges and a tempered gender
+        probability. None or empty leaves it uncalibrated.
 
     Returns
     -------
@@ -83,7 +90,18 @@ def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: st
     estimator = AgeGenderCNN(**params, random_state=seed, verbose=verbose, callbacks=callbacks)
     start = time.perf_counter()
     estimator.fit(X_train, y_train)
+    if calibration is not None and len(calibration[0]):
+        estimator.conformalize(*calibration)
     return make_pipeline(estimator, image_size=image_size, color=color), time.perf_counter() - start
+
+
+def held_out_answers(estimator: AgeGenderCNN, X) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(y_pred, proba, intervals)`` of held-out images: the :data:`INTERVAL_LEVEL` age ranges of a calibrated
+    estimator, None for the ranges of one that is not. What every evaluation passes to
+    :func:`skface.evaluation.evaluate`."""
+    if estimator.is_conformalized():
+        return estimator.predict_with_interval(X, INTERVAL_LEVEL)
+    return (*estimator.predict_with_proba(X), None)
 
 
 def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None = None, batch_size: int = 256,
@@ -117,9 +135,12 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
         found, largest first, each with ``box`` (``[x, y, width, height]`` in
         the image's pixels; None when the image was taken whole),
         ``confidence`` (the detector's; None likewise), ``age`` (years),
-        ``gender`` (``"male"`` or ``"female"``) and ``gender_probability``
-        (the probability of that gender). The row's own ``age``, ``gender``
-        and ``gender_probability`` are the first face's. ``error`` says why
+        ``age_low`` and ``age_high`` (the range that holds the true age with
+        probability :data:`INTERVAL_LEVEL`, 0.8; None when the model was not
+        calibrated, see :meth:`AgeGenderCNN.conformalize`), ``gender``
+        (``"male"`` or ``"female"``) and ``gender_probability`` (the
+        probability of that gender). The row's own answer fields are the
+        first face's. ``error`` says why
         an item has no answer (unreadable, or no face found), and then the
         predictions are None and ``faces`` is empty.
     """
@@ -127,8 +148,7 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
     rows = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        answers = [{"age": None, "gender": None, "gender_probability": None, "error": "", "faces": []}
-                   for _ in chunk]
+        answers = [dict.fromkeys(ROW_FIELDS) | {"error": "", "faces": []} for _ in chunk]
         images = []
         for row, item in zip(answers, chunk):
             try:
@@ -145,14 +165,12 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
                             for box, confidence, _ in found]
             images.extend(inputs)
         if images:
-            y_pred, proba = model.predict_with_proba(np.stack(images))
-            answered = iter(zip(y_pred, proba[:, 1]))
+            answered = iter(_answers(model, np.stack(images)))
             for row in answers:
                 for face in row["faces"]:
-                    (age, gender), p_female = next(answered)
-                    face.update(_answer(age, gender, p_female))
+                    face.update(next(answered))
                 if row["faces"]:
-                    row.update({key: row["faces"][0][key] for key in ("age", "gender", "gender_probability")})
+                    row.update({key: row["faces"][0][key] for key in ROW_FIELDS if key not in ("error", "faces")})
         rows.extend(answers)
     return rows
 
@@ -176,8 +194,9 @@ def predict_faces(pipeline: Pipeline, image) -> list[dict]:
         image's pixels), ``confidence`` (the detector's), ``landmarks`` (an
         array of shape (5, 2): eyes, nose and mouth corners, see
         :data:`skface.faces.LANDMARK_NAMES`), ``crop`` (what the network saw,
-        an RGB array), ``age`` (years), ``gender`` (``"male"`` or
-        ``"female"``) and ``gender_probability`` (of that gender). An image
+        an RGB array), ``age`` (years), ``age_low`` and ``age_high`` (as in
+        :func:`predict_rows`), ``gender`` (``"male"`` or ``"female"``) and
+        ``gender_probability`` (of that gender). An image
         that the aligner keeps although it found no face (a tight crop) is
         one face whose box is the whole image, with ``confidence`` and
         ``landmarks`` None.
@@ -200,16 +219,27 @@ def predict_faces(pipeline: Pipeline, image) -> list[dict]:
         raise TypeError("predict_faces needs a pipeline that starts with a skface.faces.FaceAligner, such as "
                         "load_pretrained()'s; add one with skface.network.pipeline.make_pipeline(estimator, ...).")
     faces = aligner.find(image)
-    y_pred, proba = model.predict_with_proba(np.stack(_network_inputs(preprocess, [face.crop for face in faces])))
-    return [{"box": face.box, "confidence": face.confidence, "landmarks": face.landmarks, "crop": face.crop,
-             **_answer(age, gender, p_female)} for face, (age, gender), p_female in zip(faces, y_pred, proba[:, 1])]
+    answers = _answers(model, np.stack(_network_inputs(preprocess, [face.crop for face in faces])))
+    return [{"box": face.box, "confidence": face.confidence, "landmarks": face.landmarks, "crop": face.crop, **answer}
+            for face, answer in zip(faces, answers)]
 
 
-def _answer(age, gender, p_female) -> dict:
-    """One face's answer: age, gender as a word, and the probability of that gender."""
-    is_female = gender == 1
-    return {"age": float(age), "gender": "female" if is_female else "male",
-            "gender_probability": float(p_female if is_female else 1.0 - p_female)}
+def _answers(model, images: np.ndarray) -> list[dict]:
+    """Each face's answer: age, its :data:`INTERVAL_LEVEL` range (None without a calibration), gender as a word,
+    and the probability of that gender."""
+    if model.is_conformalized():
+        y_pred, proba, intervals = model.predict_with_interval(images, INTERVAL_LEVEL)
+    else:
+        (y_pred, proba), intervals = model.predict_with_proba(images), np.full((len(images), 2), np.nan)
+    answers = []
+    for (age, gender), p_female, (low, high) in zip(y_pred, proba[:, 1], intervals):
+        is_female = gender == 1
+        answers.append({"age": float(age),
+                        "age_low": None if np.isnan(low) else float(low),
+                        "age_high": None if np.isnan(high) else float(high),
+                        "gender": "female" if is_female else "male",
+                        "gender_probability": float(p_female if is_female else 1.0 - p_female)})
+    return answers
 
 
 def _split(pipeline: Pipeline):

@@ -3,7 +3,8 @@
 Request: a column ``image`` of base64-encoded image files (JPEG, PNG, ...),
 sent as ``dataframe_split``, ``dataframe_records`` or ``inputs``; in process,
 raw ``bytes`` work too. Response, one row per input row: ``age`` (years),
-``gender`` ("male" or "female"), ``gender_probability`` (of the predicted
+``age_low`` and ``age_high`` (the range that holds the true age 80% of the
+time; null for a model that was not calibrated), ``gender`` ("male" or "female"), ``gender_probability`` (of the predicted
 gender) and ``error`` (empty when the row is fine). A bad row gets ``error``
 set and null predictions; the other rows are answered.
 """

@@ -43,14 +43,16 @@ def _fit_and_log(split, params: dict, seed: int, *, verbose: int = 1):
     log_params({**{name: _as_param(value) for name, value in params.items()}, "random_state": seed})
     n_train = len(split.X_train)
     n_val = int(np.floor(params.get("validation_split", 0.1) * n_train))
-    log_data(split.data, n_train=n_train - n_val, n_test=len(split.X_test), n_val=n_val)
+    log_data(split.data, n_train=n_train - n_val, n_test=len(split.X_test), n_val=n_val,
+             n_calibration=len(split.X_calibration))
     pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=split.data.image_size,
                                        color=split.data.color, seed=seed, verbose=verbose,
-                                       callbacks=[MlflowMetricsCallback()])
+                                       callbacks=[MlflowMetricsCallback()],
+                                       calibration=(split.X_calibration, split.y_calibration))
     estimator = pipeline[-1]
     mlflow.log_metrics({"train_seconds": seconds, "epochs_trained": estimator.n_epochs_})
     figures = log_evaluation(pipeline, split.X_test, split.y_test, history=estimator.history_,
-                             filenames=split.test_filenames)
+                             filenames=split.test_filenames, race=split.race_test)
     log_model_summary(estimator.model_)
     return pipeline, figures
 
@@ -74,8 +76,9 @@ def _champion_scorer(split, *, test_split: float, seed: int, n_synthetic: int):
     return score
 
 
-def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, image_size: int = 64,
-              color: str = "grayscale", test_split: float = 0.2, seed: int = 0, config: str | None = None,
+def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: int = 2000, image_size: int = 64,
+              color: str = "grayscale", test_split: float = 0.2, calibration_split: float = 0.0,
+              balance_age_bands: bool = False, seed: int = 0, config: str | None = None,
               registered_model: str = "skface", experiment: str | None = None) -> dict:
     """The ``main`` entry point: train, evaluate, log, register.
 
@@ -83,7 +86,7 @@ def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, imag
     ----------
     params : dict
         AgeGenderCNN's hyperparameters (``random_state`` is ``seed``).
-    data, n_synthetic, image_size, color, test_split, seed
+    data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, balance_age_bands, seed
         The data and its split, as in :func:`skface.data.sources.train_test_data`.
     config : str, optional
         Name of the configuration that ``params`` came from, logged as a param.
@@ -104,8 +107,9 @@ def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, imag
     with tracked_run() as run:
         mlflow.set_tags({**environment_tags(), "skface.entry_point": "main"})
         log_params({"config": config or "none"})
-        split = train_test_data(data, test_split=test_split, seed=seed, image_size=image_size, color=color,
-                                n_synthetic=n_synthetic)
+        split = train_test_data(data, extra_data=extra_data, test_split=test_split,
+                                calibration_split=calibration_split, balance_age_bands=balance_age_bands, seed=seed,
+                                image_size=image_size, color=color, n_synthetic=n_synthetic)
         name_run(f"{config or params['architecture']}-{split.data.kind}-{params['epochs']}ep")
         pipeline, figures = _fit_and_log(split, params, seed)
         info = log_model(pipeline)
@@ -117,8 +121,9 @@ def run_train(*, params: dict, data: str = "auto", n_synthetic: int = 2000, imag
                 "ui": ui_link(run)}
 
 
-def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "auto", n_synthetic: int = 2000,
-              image_size: int = 64, color: str = "grayscale", test_split: float = 0.2, seed: int = 0,
+def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "auto", extra_data=(),
+              n_synthetic: int = 2000, image_size: int = 64, color: str = "grayscale", test_split: float = 0.2,
+              calibration_split: float = 0.0, balance_age_bands: bool = False, seed: int = 0,
               config: str | None = None, grid_text: str | None = None, registered_model: str = "skface",
               experiment: str | None = None) -> dict:
     """The ``sweep`` entry point: a grid over hyperparameters, one child run per trial.
@@ -137,8 +142,8 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
         At most this many trials of the grid, in its order.
     grid_text : str, optional
         The grid as the user wrote it, logged as a param.
-    data, n_synthetic, image_size, color, test_split, seed, config, registered_model, experiment
-        As in :func:`run_train`.
+    data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, balance_age_bands, seed
+        As in :func:`run_train`; so are ``config``, ``registered_model`` and ``experiment``.
 
     Returns
     -------
@@ -151,8 +156,9 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
     set_experiment(experiment)
     with tracked_run() as parent:
         mlflow.set_tags({**environment_tags(), "skface.entry_point": "sweep"})
-        split = train_test_data(data, test_split=test_split, seed=seed, image_size=image_size, color=color,
-                                n_synthetic=n_synthetic)
+        split = train_test_data(data, extra_data=extra_data, test_split=test_split,
+                                calibration_split=calibration_split, balance_age_bands=balance_age_bands, seed=seed,
+                                image_size=image_size, color=color, n_synthetic=n_synthetic)
         log_params({"grid": grid_text or str(grid), "config": config or "none"})
         name_run(f"sweep-{config or params['architecture']}-{split.data.kind}-{len(list(ParameterGrid(grid)))}x")
         trials = list(ParameterGrid(grid))[:max_trials]

@@ -17,16 +17,21 @@ TEST_PREFIX = "test_"
 
 
 def log_evaluation(pipeline, images: np.ndarray, y_true: np.ndarray, *, history: dict | None = None,
-                   filenames=None, prefix: str = TEST_PREFIX) -> dict[str, float]:
+                   filenames=None, race=None, prefix: str = TEST_PREFIX) -> dict[str, float]:
     """Evaluate on held-out images; log the figures, plots and per-image predictions.
 
-    Returns the figures, with ``prefix`` on their names as logged.
+    The figures are :func:`skface.evaluation.evaluate`'s: per age band, per
+    gender and, with ``race`` (UTKFace's codes; -1 unknown), per race group;
+    with the coverage and width of the 80% age ranges when the model is
+    calibrated. Returns the figures, with ``prefix`` on their names as logged.
     """
     from .. import plots
+    from ..network.pipeline import held_out_answers
 
     estimator = pipeline.steps[-1][1]
-    y_pred, proba = estimator.predict_with_proba(images)
-    figures = {f"{prefix}{name}": value for name, value in evaluate(y_true, y_pred, proba).items()}
+    y_pred, proba, intervals = held_out_answers(estimator, images)
+    figures = {f"{prefix}{name}": value
+               for name, value in evaluate(y_true, y_pred, proba, race=race, intervals=intervals).items()}
     mlflow.log_metrics(figures)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
@@ -36,6 +41,14 @@ def log_evaluation(pipeline, images: np.ndarray, y_true: np.ndarray, *, history:
             "gender_confusion_matrix.png": plots.gender_confusion_matrix(y_true, y_pred),
             "test_faces.png": plots.face_grid(images, y_true, y_pred),
         }
+        if len(np.unique(y_true[:, 1])) == 2:
+            before = None
+            if estimator.is_conformalized():  # the untempered probabilities, beside
+                from ..network.calibration import temper
+
+                p_female = temper(proba[:, 1], 1.0 / estimator.gender_temperature_)
+                before = np.column_stack([1.0 - p_female, p_female])
+            drawn["gender_reliability.png"] = plots.gender_reliability(y_true, proba, before=before)
         if history:
             drawn["learning_curves.png"] = plots.learning_curves(history)
         for name, figure in drawn.items():
@@ -50,6 +63,8 @@ def log_evaluation(pipeline, images: np.ndarray, y_true: np.ndarray, *, history:
                 # The one convention of every answer skface gives: the probability of the predicted gender.
                 "gender_probability": np.round(proba.max(axis=1), 4),
                 "age_error": np.round(y_pred[:, 0] - y_true[:, 0], 2),
+                **({"age_low": np.round(intervals[:, 0], 1), "age_high": np.round(intervals[:, 1], 1)}
+                   if intervals is not None else {}),
             }
         )
         table.to_csv(out / "test_predictions.csv", index=False)

@@ -134,8 +134,11 @@ def log_params(params: dict) -> None:
         mlflow.log_params(fresh)
 
 
-def log_data(data, n_train: int, n_test: int, n_val: int) -> None:
-    """Log what the run was trained and tested on: params, tags and an MLflow dataset input."""
+def log_data(data, n_train: int, n_test: int, n_val: int, n_calibration: int = 0) -> None:
+    """Log what the run was trained and tested on: params, tags and an MLflow dataset input.
+
+    ``n_train`` counts the training rows, repeats of a balanced split included.
+    """
     # What the data is goes in tags, so that the UI's compare view charts hyperparameters and figures.
     log_params(
         {
@@ -144,12 +147,15 @@ def log_data(data, n_train: int, n_test: int, n_val: int) -> None:
             "n_train": n_train,
             "n_validation": n_val,
             "n_test": n_test,
+            "n_calibration": n_calibration,
             "image_size": data.image_size,
             "color": data.color,
         }
     )
     mlflow.set_tags({"skface.data_kind": data.kind, "skface.data_source": data.source,
                      "skface.data_digest": data.digest})
+    if data.get("extra"):
+        mlflow.set_tag("skface.extra_data", ",".join(data.extra))
     if data.kind == "synthetic":
         mlflow.set_tag("skface.warning", "trained on SYNTHETIC faces: knows nothing about real faces")
     with warnings.catch_warnings():
