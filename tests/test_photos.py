@@ -120,7 +120,8 @@ def test_predict_faces_gives_everything_about_each_face(model):
     from skface import predict_faces
 
     (face,) = predict_faces(model, str(ASTRONAUT))
-    assert set(face) == {"box", "confidence", "landmarks", "crop", "age", "gender", "gender_probability"}
+    assert set(face) == {"box", "confidence", "landmarks", "crop", "age", "age_low", "age_high", "gender",
+                         "gender_probability"}
     x, y, w, h = face["box"]
     assert face["landmarks"].shape == (5, 2) and face["crop"].shape == (200, 200, 3)
     assert np.all((face["landmarks"] >= [x, y]) & (face["landmarks"] <= [x + w, y + h]))

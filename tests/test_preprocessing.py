@@ -193,3 +193,15 @@ def test_the_same_pixels_as_jpeg_and_png_give_the_same_image(tmp_path):
     image = Image.open(io.BytesIO(large.getvalue()))
     image.draft("RGB", (4 * 80, 4 * 80))
     assert image.size == (500, 500) and decode_image(large.getvalue(), 80, "rgb").shape == (80, 80, 3)
+
+
+def test_a_non_square_image_is_cropped_to_its_central_square_not_squashed():
+    """A face is never squashed: the central square of a portrait or landscape image is resized."""
+    centre = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    portrait = np.concatenate([np.zeros((20, 40, 3), np.uint8), centre, np.full((20, 40, 3), 255, np.uint8)])
+    landscape = portrait.transpose(1, 0, 2)
+    for image, square in ((portrait, centre), (landscape, centre.transpose(1, 0, 2))):
+        out, expected = decode_image(image, 20, "rgb").astype(int), decode_image(square, 20, "rgb").astype(int)
+        # The same pixels (to rounding) but on the edges, where the resize's filter reaches just past the square.
+        assert np.abs(out - expected)[1:-1, 1:-1].max() <= 1
+        assert np.abs(out - expected).mean() < 3

@@ -89,8 +89,10 @@ def decode_image(
         Arrays are read on the 0-255 scale: uint8, or integers or floats
         within [0, 255].
     image_size : int, default=64
-        Side of the square output image in pixels. The whole image is resized
-        (not cropped) to this square.
+        Side of the square output image in pixels. A square image is resized
+        whole; a non-square one is cropped to its central square first, so
+        that a face is never squashed (UTKFace's crops, and the face step's
+        output, are square).
     color : {"grayscale", "rgb"}, default="grayscale"
         Output colour: one channel or three.
     max_pixels : int or None, default=MAX_PIXELS
@@ -110,7 +112,10 @@ def decode_image(
     image = load_image(source, color, size_hint=image_size, max_pixels=max_pixels)
     try:
         if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            width, height = image.size
+            side = min(width, height)
+            box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box)
         array = np.asarray(image, dtype=np.uint8)
     except _DECODE_ERRORS as exc:
         raise _corrupt("the image could not be decoded", exc) from exc
