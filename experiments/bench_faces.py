@@ -119,7 +119,8 @@ def parse_args(argv=None):
                         help="scenes: FaceAligner min_face_size fractions compared; the first is the baseline "
                              "(the library default) and the base of the floors")
     parser.add_argument("--min-face-floors", type=_floats, default=(56, 40),
-                        help="scenes: floors N in px compared: min_face_size = min(first fraction, N / shorter side)")
+                        help="scenes: min_face_pixels floors compared, with the first fraction: the smallest face is "
+                             "min(fraction x shorter side, N px)")
     parser.add_argument("--crops", type=whole_number, default=0,
                         help="scenes: test crops through the tight-crop paths (0: the whole test split)")
     parser.add_argument("--serve", type=boolean, nargs="?", const=True, default=True,
@@ -511,14 +512,11 @@ def centre_inside(box, detected_boxes) -> bool:
 
 @dataclass
 class Variant:
-    """A ``min_face_size``: a fraction of the shorter side, or ``min(fraction, floor / shorter side)``."""
+    """A ``min_face_size`` (a fraction of the shorter side) and a ``min_face_pixels`` floor (None for none)."""
 
     name: str
     fraction: float
-    floor: float | None = None
-
-    def min_face_size(self, shape) -> float:
-        return self.fraction if self.floor is None else min(self.fraction, self.floor / min(shape))
+    floor: int | None = None
 
 
 @dataclass
@@ -533,7 +531,7 @@ class Tally:
 def variants_of(args) -> list[Variant]:
     base = args.min_face_sizes[0]
     return ([Variant(f"{f:g}", f) for f in args.min_face_sizes]
-            + [Variant(f"{base:g}|{n:g}px", base, n) for n in args.min_face_floors])
+            + [Variant(f"{base:g}|{n:g}px", base, int(n)) for n in args.min_face_floors])
 
 
 def variant_pipelines(shipped, variants):
@@ -545,7 +543,7 @@ def variant_pipelines(shipped, variants):
 
 
 def _run(pipeline, variant: Variant, shape, call):
-    pipeline[0].set_params(min_face_size=variant.min_face_size(shape))
+    pipeline[0].set_params(min_face_size=variant.fraction, min_face_pixels=variant.floor)
     return call(pipeline)
 
 
@@ -561,7 +559,7 @@ def measure_scenes(scenes: list[Scene], variants, pipelines) -> dict[str, Tally]
         truth = [face.box for face in scene.faces]
         for variant in variants:
             pipeline = pipelines[variant.name]
-            pipeline[0].set_params(min_face_size=variant.min_face_size(scene.shape))
+            pipeline[0].set_params(min_face_size=variant.fraction, min_face_pixels=variant.floor)
             start = time.perf_counter()
             row = predict_rows(pipeline, [scene.jpeg])[0]
             tally = tallies[variant.name]

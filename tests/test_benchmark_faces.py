@@ -42,10 +42,16 @@ def test_matching_is_one_to_one_by_best_overlap():
     assert not bench.centre_inside(truth[1], [(0, 0, 100, 10)])
 
 
-def test_floor_variant_lowers_min_face_size_on_large_photos_only():
-    variant = bench.Variant("0.1|40px", 0.1, 40)
-    assert variant.min_face_size((480, 640)) == 0.1 * 40 / 48
-    assert variant.min_face_size((300, 400)) == 0.1
+def test_floor_variant_sets_the_aligners_pixel_floor():
+    from sklearn.pipeline import Pipeline
+
+    from skface.faces import FaceAligner
+
+    pipeline = Pipeline([("faces", FaceAligner())])
+    params = bench._run(pipeline, bench.Variant("0.1|40px", 0.1, 40), (480, 640), lambda p: p[0].get_params())
+    assert params["min_face_size"] == 0.1 and params["min_face_pixels"] == 40
+    params = bench._run(pipeline, bench.Variant("0.05", 0.05), (480, 640), lambda p: p[0].get_params())
+    assert params["min_face_size"] == 0.05 and params["min_face_pixels"] is None
 
 
 def test_dry_run_on_synthetic_faces_prints_the_tables(capsys):

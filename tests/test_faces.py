@@ -229,3 +229,22 @@ def test_a_face_whose_landmarks_coincide_is_dropped_not_raised(monkeypatch):
     image = np.zeros((300, 400, 3), dtype=np.uint8)
     with pytest.raises(NoFaceError, match="no face that can be aligned"):
         FaceAligner().find(image)
+
+
+def test_min_face_pixels_finds_a_face_smaller_than_min_face_size():
+    """A 30 px face in a 1280x960 photo, far under 0.1 of its shorter side (96 px): found only with the floor."""
+    from skface.faces import FaceDetector, load_rgb
+
+    image = load_rgb(str(ASTRONAUT))
+    x, y, w, h = FaceDetector().detect(image)[0].box
+    region = image[int(y - 0.3 * h):int(y + 1.3 * h), int(x - 0.3 * w):int(x + 1.3 * w)]
+    scale = 30 / w
+    small = np.asarray(Image.fromarray(region).resize((round(region.shape[1] * scale),
+                                                       round(region.shape[0] * scale))))
+    photo = np.full((960, 1280, 3), 200, dtype=np.uint8)
+    photo[400:400 + small.shape[0], 600:600 + small.shape[1]] = small
+    assert FaceDetector().detect(photo) == []
+    found = FaceDetector(min_face_pixels=24).detect(photo)
+    assert len(found) == 1 and abs(found[0].box[0] - 606) < 6 and abs(found[0].box[2] - 30) < 6
+    with pytest.raises(ValueError, match="min_face_pixels must be None or an integer of at least 12"):
+        FaceDetector(min_face_pixels=4).detect(photo)

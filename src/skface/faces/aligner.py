@@ -96,6 +96,10 @@ class FaceAligner(TransformerMixin, BaseEstimator):
     ----------
     min_face_size : float, default=0.1
         Smallest face looked for, as a fraction of the image's shorter side.
+    min_face_pixels : int or None, default=None
+        Also look for faces down to this many pixels when ``min_face_size``
+        of the shorter side is more (see :class:`FaceDetector`): 40 for group
+        photos, at some cost in time.
     detection_side : int or None, default=480
         Faces are searched on a copy of the image with at most this shorter
         side (boxes and crops use the full image). None searches at full
@@ -128,8 +132,10 @@ class FaceAligner(TransformerMixin, BaseEstimator):
 
     def __init__(self, min_face_size: float = 0.1, detection_side: int | None = 480,
                  tight_crop_tolerance: tuple[float, float, float] | None = TIGHT_CROP_TOLERANCE,
-                 on_no_face: str = "keep_crops", max_pixels: int | None = MAX_PIXELS):
+                 on_no_face: str = "keep_crops", max_pixels: int | None = MAX_PIXELS,
+                 min_face_pixels: int | None = None):
         self.min_face_size = min_face_size
+        self.min_face_pixels = min_face_pixels
         self.detection_side = detection_side
         self.tight_crop_tolerance = tight_crop_tolerance
         self.on_no_face = on_no_face
@@ -221,7 +227,8 @@ class FaceAligner(TransformerMixin, BaseEstimator):
                                     crop=image)]
             raise NoFaceError(
                 f"no face found in this {width}x{height} image; pass an image with a face at least "
-                f"min_face_size={self.min_face_size} of its shorter side, lower min_face_size, or set "
+                f"min_face_size={self.min_face_size} of its shorter side, lower min_face_size or set "
+                "min_face_pixels (e.g. 40) for small faces, or set "
                 "on_no_face='keep' to pass such images through whole."
             )
         aligned = []
@@ -254,7 +261,8 @@ class FaceAligner(TransformerMixin, BaseEstimator):
                 "tight_crop_tolerance must be None or three non-negative numbers (|log scale|, degrees, "
                 f"pixels), e.g. {TIGHT_CROP_TOLERANCE}, got {tolerance!r}."
             )
-        detector = FaceDetector(min_face_size=self.min_face_size, detection_side=self.detection_side)
+        detector = FaceDetector(min_face_size=self.min_face_size, detection_side=self.detection_side,
+                                min_face_pixels=self.min_face_pixels)
         _check_params(detector)
         return detector
 
