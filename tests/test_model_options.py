@@ -74,6 +74,21 @@ def test_small_and_large_batches_agree(fitted, flip_tta, zoom_tta):
         np.testing.assert_allclose(large[0][rows, 0], y_small[:, 0], rtol=1e-5, atol=1e-4)
 
 
+def test_one_network_call_holds_a_bounded_number_of_pixels(fitted, monkeypatch):
+    from skface.network import inference
+
+    assert inference.images_per_call((80, 80, 3), (1.075, 0.935), True) == 64  # the shipped model's six views
+    assert inference.images_per_call((512, 512, 3), (1.1,) * 8, True) == 1
+    n = inference.images_per_call((200, 200, 1), (1.1,), True)
+    assert n * 4 * 200 * 200 <= inference.PREDICT_PIXELS < (n + 1) * 4 * 200 * 200
+    # And predictions follow it: with a budget of 3 images of 16x16, 7 images take 3 calls, as they would alone.
+    X = np.random.RandomState(2).randint(0, 256, (7, 16, 16, 1)).astype(np.uint8)
+    expected = fitted.predict_proba(X)
+    monkeypatch.setattr(inference, "PREDICT_PIXELS", 3 * 16 * 16)
+    assert inference.images_per_call((16, 16, 1), (), False) == 3
+    np.testing.assert_allclose(fitted.predict_proba(X), expected, rtol=1e-5, atol=1e-6)
+
+
 def _zoomed(images, zoom):
     """Bilinear zoom about the centre with edge pixels repeated, written out in NumPy."""
     _, h, w, _ = images.shape
@@ -106,12 +121,12 @@ def test_zoom_tta_averages_the_zoomed_views(fitted, tiny_data):
     np.testing.assert_allclose(unchanged[1], plain[1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("zoom_tta", [(0.1,), "1.1", (1.1, "x"), 1.1])
+@pytest.mark.parametrize("zoom_tta", [(0.1,), "1.1", (1.1, "x"), 1.1, (1.1,) * 9])
 def test_bad_zoom_tta_is_a_clear_error_at_predict_time(fitted, tiny_data, zoom_tta):
     X, _ = tiny_data
     fitted.set_params(zoom_tta=zoom_tta)
     try:
-        with pytest.raises(ValueError, match=r"zoom_tta must be a tuple of zoom factors between 0.5 and 2"):
+        with pytest.raises(ValueError, match=r"zoom_tta must be a tuple of at most 8 zoom factors between 0.5 and 2"):
             fitted.predict(X[:2])
     finally:
         fitted.set_params(zoom_tta=())

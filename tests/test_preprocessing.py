@@ -205,3 +205,28 @@ def test_a_non_square_image_is_cropped_to_its_central_square_not_squashed():
         # The same pixels (to rounding) but on the edges, where the resize's filter reaches just past the square.
         assert np.abs(out - expected)[1:-1, 1:-1].max() <= 1
         assert np.abs(out - expected).mean() < 3
+
+
+def test_pixel_count_reads_the_header_only():
+    import struct
+    import tracemalloc
+    import zlib
+
+    from skface.data.imaging import pixel_count
+
+    png = bytearray(_png(Image.new("L", (2, 2))))
+    # Claim 9000x9000 in the header (IHDR at byte 16), with its checksum: 81 million pixels, never decoded.
+    png[16:24] = struct.pack(">II", 9000, 9000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    tracemalloc.start()
+    try:
+        assert pixel_count(bytes(png)) == 81_000_000
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
+    assert pixel_count(np.zeros((30, 40, 3), dtype=np.uint8)) == 1200
+    assert pixel_count(Image.new("L", (7, 5))) == 35
+    with pytest.raises(ImageDecodeError, match="not an image in a format Pillow reads"):
+        pixel_count(b"plain text")
+    with pytest.raises(ImageDecodeError, match="cannot read an image from a int"):
+        pixel_count(42)

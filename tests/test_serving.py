@@ -81,3 +81,50 @@ def test_dict_and_list_inputs(model, faces):
     encoded = base64.b64encode(faces[2]).decode()
     assert len(model.predict(None, {"image": [encoded, encoded]})) == 2
     assert len(model.predict(None, [encoded])) == 1
+
+
+def test_rows_beyond_the_request_limits_get_an_error_each(model, faces):
+    small = _png(np.zeros((16, 16), dtype=np.uint8))
+    huge = _png(np.zeros((100, 100), dtype=np.uint8))
+    limited = AgeGenderModel().use(model.pipeline_, limits={"max_rows": 5, "max_request_pixels": 5000})
+    # 48x48 faces are 2,304 pixels each: two fit in 5,000, the third does not; 256 more still fit.
+    rows = [faces[0], faces[1], faces[2], huge, small, faces[0], faces[1]]
+    out = limited.predict(None, pd.DataFrame({"image": [encode_image(row) for row in rows]}))
+    errors = list(out["error"])
+    assert errors[0] == errors[1] == errors[4] == ""
+    assert errors[2] == ("not answered: its 2,304 pixels are over the 392 left of the 5,000 decoded at most at a "
+                         "time; send it again on its own or in a smaller batch.")
+    assert errors[3] == "not answered: its 10,000 pixels are over the 5,000 decoded at most at a time; downscale it."
+    assert errors[5] == ("not answered: at most 5 images are answered at a time, and this is image 6 of 7; send it "
+                         "again on its own or in a smaller batch.")
+    assert errors[6].startswith("not answered: at most 5 images")
+    assert out["age"][4] > 0 and all(out["age"][[2, 3, 5, 6]].isna())
+    # The answered rows are those of an unlimited model.
+    np.testing.assert_allclose(out["age"][[0, 1, 4]].astype(float),
+                               model.predict(None, pd.DataFrame({"image": [rows[i] for i in (0, 1, 4)]}))["age"]
+                               .astype(float), rtol=1e-6)
+
+
+def test_the_default_request_limits_and_their_checks(model):
+    from skface.tracking.pyfunc import REQUEST_LIMITS
+
+    assert model.limits_ == REQUEST_LIMITS == {"max_rows": 256, "max_request_pixels": 100_000_000}
+    assert AgeGenderModel().use(model.pipeline_, limits={"max_rows": 8, "other": 1}).limits_ == {
+        "max_rows": 8, "max_request_pixels": 100_000_000}
+    for bad in (0, "8", 2.5, True):
+        with pytest.raises(ValueError, match=r"the served model's max_rows must be a positive integer, got "
+                                             r".*; set it with MLFLOW_PYFUNC_INFERENCE_CONFIG='\{\"max_rows\": 256\}'"):
+            AgeGenderModel().use(model.pipeline_, limits={"max_rows": bad})
+
+
+def test_a_failure_of_the_whole_request_is_answered_without_a_trace(model, faces, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("/home/secret/site-packages/skface: out of luck")
+
+    monkeypatch.setattr("skface.tracking.pyfunc.predict_rows", broken)
+    with pytest.raises(MlflowException) as info:
+        model.predict(None, pd.DataFrame({"image": [encode_image(faces[0])]}))
+    body = info.value.serialize_as_json()
+    assert info.value.get_http_status_code() == 500
+    assert "stack_trace" not in body and "secret" not in body
+    assert "the model failed on this request (RuntimeError); the server's log has the details" in body

@@ -1,9 +1,13 @@
 """MLflow tracking, for real, against a temporary SQLite store."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -221,6 +225,48 @@ def test_interrupted_run_is_marked_killed(store):
     assert finished.data.metrics["loss"] == 1.0
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_ends_the_run_killed_even_when_a_second_one_follows(store, monkeypatch, signum):
+    # Ctrl-C reaches `mlflow run` too, which then sends SIGTERM to the training while it writes KILLED.
+    end_run = mlflow.end_run
+
+    def end_run_while_mlflow_run_sends_sigterm(status):
+        os.kill(os.getpid(), signal.SIGTERM)
+        end_run(status)
+
+    with pytest.raises(KeyboardInterrupt, match=f"stopped by {signal.Signals(signum).name}"), \
+            tracked_run() as run:
+        mlflow.log_metric("loss", 1.0, step=1)
+        monkeypatch.setattr(mlflow, "end_run", end_run_while_mlflow_run_sends_sigterm)
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the signal interrupts this at once
+    monkeypatch.undo()
+    assert MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
+    # The handlers are back as they were.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_registration_stopped_part_way_is_undone(trained, monkeypatch):
+    from skface.tracking import registry
+
+    client = MlflowClient()
+    versions = {v.version for v in client.search_model_versions("name = 'skface'")}
+    promote = registry.promote
+
+    def stopped_after_the_alias_moved(*args, **kwargs):
+        promote(*args, **kwargs)
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+    monkeypatch.setattr(registry, "promote", stopped_after_the_alias_moved)
+    info = SimpleNamespace(model_uri=trained["model_uri"], run_id=trained["run_id"])
+    with pytest.raises(KeyboardInterrupt):
+        registry.register(info, "skface", SimpleNamespace(kind="utkface", source="/data/real"), 0.9,
+                          lambda uri: 0.0)
+    assert {v.version for v in client.search_model_versions("name = 'skface'")} == versions
+    assert str(client.get_model_version_by_alias("skface", "champion").version) == "1"
+
+
 def test_evaluate_logs_the_same_test_metrics(trained):
     summary = run_evaluate(model_uri="models:/skface@champion", data="synthetic", n_synthetic=200, test_split=0.25,
                            seed=0)
@@ -347,16 +393,23 @@ def test_bad_data_value():
         resolve_data("")
 
 
-@pytest.mark.slow
-def test_mlflow_run_entry_point(tmp_path):
-    """`mlflow run . --env-manager local` as a user types it, with the virtualenv's bin on PATH."""
+def _mlflow_run(tmp_path, *, epochs: int, filters: str) -> tuple[list[str], dict]:
+    """`mlflow run . --env-manager local` of a tiny network on synthetic faces, as a user types it, and its
+    environment: a SQLite store in ``tmp_path``, the virtualenv's bin on PATH."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(name, None)
     command = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
-               "--experiment-name", "skface", "-P", "epochs=2", "-P", "data=synthetic", "-P", "n_synthetic=100",
-               "-P", "image_size=16", "-P", "filters=4,8", "-P", "dense_units=8"]
+               "--experiment-name", "skface", "-P", f"epochs={epochs}", "-P", "data=synthetic",
+               "-P", "n_synthetic=100", "-P", "image_size=16", "-P", f"filters={filters}", "-P", "dense_units=8"]
+    return command, env
+
+
+@pytest.mark.slow
+def test_mlflow_run_entry_point(tmp_path):
+    """`mlflow run . --env-manager local` as a user types it, with the virtualenv's bin on PATH."""
+    command, env = _mlflow_run(tmp_path, epochs=2, filters="4,8")
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -368,3 +421,52 @@ def test_mlflow_run_entry_point(tmp_path):
         assert str(client.get_model_version_by_alias("skface", "champion").version) == "1"
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def _gone(process) -> bool:
+    """Whether a process has ended (an orphan's zombie counts: nothing may reap it here)."""
+    import psutil
+
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.slow
+def test_killing_mlflow_run_stops_the_training_and_registers_nothing(tmp_path):
+    """`kill <pid of mlflow run>` during training: the training ends too, the run is KILLED, nothing registers."""
+    import psutil
+
+    command, env = _mlflow_run(tmp_path, epochs=5000, filters="4")
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    parent = None
+    try:
+        client = MlflowClient()
+        client.search_experiments()  # creates the store here, so that two processes do not create it at once
+        with open(tmp_path / "run.log", "w") as log:
+            parent = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        deadline = time.monotonic() + 300
+        run = None
+        while run is None or not client.get_metric_history(run.info.run_id, "loss"):  # training has begun
+            assert parent.poll() is None and time.monotonic() < deadline, (tmp_path / "run.log").read_text()[-3000:]
+            time.sleep(1)
+            experiment = client.get_experiment_by_name("skface")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            run = runs[0] if runs else None
+        training = psutil.Process(parent.pid).children(recursive=True)
+        assert training, "mlflow run has no training process"
+        parent.terminate()  # kill <pid of mlflow run>
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while not all(_gone(process) for process in training) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert all(_gone(process) for process in training), "the training goes on without mlflow run"
+        assert client.get_run(run.info.run_id).info.status == "KILLED"
+        assert client.search_model_versions("name = 'skface'") == []
+    finally:
+        mlflow.set_tracking_uri(None)
+        if parent is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(parent.pid, signal.SIGKILL)

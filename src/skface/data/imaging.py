@@ -160,17 +160,50 @@ def load_image(source, color: str = "rgb", *, size_hint: int | None = None,
     elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
         image = _open(source, size_hint, max_pixels)
     else:
-        raise ImageDecodeError(
-            f"cannot read an image from a {type(source).__name__}; pass a file path, "
-            "encoded image bytes, a PIL image or a numpy array."
-        )
+        raise _not_an_image_source(source)
     try:
         return _to_color(_upright(image), color)
     except _DECODE_ERRORS as exc:
         raise _corrupt("the image could not be decoded", exc) from exc
 
 
-def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
+def pixel_count(source) -> int:
+    """Pixels of one image, from its header for a file or bytes: what decoding it would take, without decoding.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes, PIL.Image.Image or numpy.ndarray
+        As in :func:`decode_image`.
+
+    Returns
+    -------
+    pixels : int
+        Width times height.
+
+    Raises
+    ------
+    ImageDecodeError
+        If the source is not an image whose header can be read.
+    """
+    if isinstance(source, np.ndarray):
+        return int(source.shape[0]) * int(source.shape[1]) if source.ndim >= 2 else 0
+    if isinstance(source, Image.Image):
+        width, height = source.size
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
+        with _header(source)[0] as image:
+            width, height = image.size
+    else:
+        raise _not_an_image_source(source)
+    return width * height
+
+
+def _not_an_image_source(source) -> ImageDecodeError:
+    return ImageDecodeError(f"cannot read an image from a {type(source).__name__}; pass a file path, "
+                            "encoded image bytes, a PIL image or a numpy array.")
+
+
+def _header(source) -> tuple[Image.Image, str]:
+    """The image opened lazily (its header read, its pixels not), and how to name it in a message."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageDecodeError("the image is empty (0 bytes).")
@@ -184,7 +217,7 @@ def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
             raise ImageDecodeError(f"the file {fp!r} is empty (0 bytes).")
         what = f"the file {fp!r}"
     try:
-        image = Image.open(fp)
+        return Image.open(fp), what
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             f"{what} is not an image in a format Pillow reads (JPEG, PNG, BMP, GIF, "
@@ -192,6 +225,10 @@ def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
         ) from exc
     except _DECODE_ERRORS as exc:
         raise _corrupt(f"{what} could not be opened", exc) from exc
+
+
+def _open(source, size_hint: int | None, max_pixels: int | None) -> Image.Image:
+    image, what = _header(source)
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         raise ImageDecodeError(

@@ -88,8 +88,9 @@ class AgeGenderCNN(BaseEstimator):
     epochs : int, default=10
         Maximum number of passes over the training data.
     batch_size : int, default=32
-        Images per gradient step. Predictions go through the network 64
-        images at a time (with all their test-time views), whatever this is.
+        Images per gradient step. Predictions go through the network up to
+        64 images at a time (with all their test-time views; fewer when
+        these would exceed 2.5 million pixels), whatever this is.
     validation_split : float, default=0.1
         Share of the training data held out, after a shuffle, to report
         validation metrics and drive early stopping; 0 disables it.

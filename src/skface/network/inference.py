@@ -7,28 +7,38 @@ that predicting leaves the estimator as it was (scikit-learn's
 
 from __future__ import annotations
 
+import reprlib
 import weakref
 from numbers import Real
 
 import numpy as np
 
-# Images per call of the compiled network: bounds the memory that the test-time views take
-# (the shipped model's six views of 64 images are 384 network inputs).
+# Images per call of the compiled network: at most PREDICT_CHUNK, and fewer where their test-time views
+# would hold more than PREDICT_PIXELS pixels, which bounds the memory of one call whatever the image size
+# and the number of views (the shipped model's six views with a zoom pair, of 64 80x80 images, are 2.46
+# million pixels).
 PREDICT_CHUNK = 64
+PREDICT_PIXELS = 2_500_000
 
 # Keras model -> {(input shape, zoom factors, flip): concrete function}. A function refers to
 # its model only weakly (see compiled_forward), so an entry goes when its model does.
 _FORWARD_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+# Most zoom factors a prediction takes: with the mirror of each, 18 views of every image, which
+# already costs 18 times the network's work; a longer list (a tampered saved model's) is refused.
+MAX_ZOOM_FACTORS = 8
+
+
 def zoom_factors(zoom_tta) -> tuple[float, ...]:
-    """``zoom_tta`` checked (factors between 0.5 and 2), as a tuple of floats; None is ()."""
+    """``zoom_tta`` checked (at most 8 factors between 0.5 and 2), as a tuple of floats; None is ()."""
     if zoom_tta is None:
         return ()
-    if (isinstance(zoom_tta, (str, bytes)) or not hasattr(zoom_tta, "__iter__")
+    if (isinstance(zoom_tta, (str, bytes)) or not hasattr(zoom_tta, "__len__")
+            or len(zoom_tta) > MAX_ZOOM_FACTORS
             or not all(isinstance(z, Real) and not isinstance(z, bool) and 0.5 <= z <= 2 for z in zoom_tta)):
-        raise ValueError(f"zoom_tta must be a tuple of zoom factors between 0.5 and 2, e.g. (1.075, 0.935), "
-                         f"or () for none; got {zoom_tta!r}.")
+        raise ValueError(f"zoom_tta must be a tuple of at most {MAX_ZOOM_FACTORS} zoom factors between 0.5 and 2, "
+                         f"e.g. (1.075, 0.935), or () for none; got {reprlib.repr(zoom_tta)}.")
     return tuple(float(z) for z in zoom_tta)
 
 
@@ -105,16 +115,24 @@ def compiled_forward(model, input_shape: tuple[int, ...], zooms: tuple[float, ..
     return functions[key]
 
 
+def images_per_call(image_shape: tuple[int, ...], zooms: tuple[float, ...], flip: bool) -> int:
+    """How many images go through the network in one call: PREDICT_CHUNK, or fewer for PREDICT_PIXELS."""
+    n_views = (1 + len(zooms)) * (2 if flip else 1)
+    return max(1, min(PREDICT_CHUNK, PREDICT_PIXELS // (n_views * int(image_shape[0]) * int(image_shape[1]))))
+
+
 def predict_outputs(model, images: np.ndarray, *, zooms: tuple[float, ...] = (), flip: bool = False,
-                    chunk: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Age, P(female) and the age's spread for each image of a float32 batch ``(n, h, w, c)``.
 
     Each is averaged over the image's test-time views (see
-    :func:`compiled_forward`). One compiled call per ``chunk`` images: the
-    views of its images ride in the same batch.
+    :func:`compiled_forward`). One compiled call per ``chunk`` images (by
+    default :func:`images_per_call`): the views of its images ride in the
+    same batch.
     """
     import tensorflow as tf
 
+    chunk = chunk or images_per_call(images.shape[1:], zooms, flip)
     forward = compiled_forward(model, images.shape[1:], zooms, flip)
     outputs = [forward(tf.convert_to_tensor(images[start:start + chunk])) for start in range(0, len(images), chunk)]
     age, p_female, spread = (np.concatenate([np.asarray(out[i], dtype=np.float64) for out in outputs])
@@ -123,7 +141,7 @@ def predict_outputs(model, images: np.ndarray, *, zooms: tuple[float, ...] = (),
 
 
 def predict_age_and_female(model, images: np.ndarray, *, zooms: tuple[float, ...] = (),
-                           flip: bool = False, chunk: int = PREDICT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+                           flip: bool = False, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Age and P(female) of each image of a float32 batch ``(n, h, w, c)``: :func:`predict_outputs` without the
     spread."""
     return predict_outputs(model, images, zooms=zooms, flip=flip, chunk=chunk)[:2]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from ..data.imaging import pixel_count
 from ..data.preprocessing import ImagePreprocessor
 from ..exceptions import ImageDecodeError
 from .estimator import AgeGenderCNN
@@ -105,7 +106,7 @@ def held_out_answers(estimator: AgeGenderCNN, X) -> tuple[np.ndarray, np.ndarray
 
 
 def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None = None, batch_size: int = 256,
-                 crops: bool = False) -> list[dict]:
+                 crops: bool = False, max_items: int | None = None, max_total_pixels: int | None = None) -> list[dict]:
     """One answer per item, with one entry per face; an item that cannot be read gets an error, not the batch.
 
     Parameters
@@ -127,6 +128,15 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
     crops : bool, default=False
         The items are tight face crops already: skip the face step and
         answer each image as a whole.
+    max_items : int, optional
+        Answer at most this many items; each one after them gets an error
+        saying so, and is not read. None answers all.
+    max_total_pixels : int, optional
+        Decode at most this many pixels in all: the items are read in turn,
+        and one whose pixels (from its header) would take the total over this
+        gets an error saying so, and is not decoded. None sets no budget.
+        With ``max_items``, this bounds the work of one call, as the served
+        model does per request.
 
     Returns
     -------
@@ -140,19 +150,36 @@ def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None =
         calibrated, see :meth:`AgeGenderCNN.conformalize`), ``gender``
         (``"male"`` or ``"female"``) and ``gender_probability`` (the
         probability of that gender). The row's own answer fields are the
-        first face's. ``error`` says why
-        an item has no answer (unreadable, or no face found), and then the
-        predictions are None and ``faces`` is empty.
+        first face's. ``error`` says why an item has no answer (unreadable,
+        no face found, or over a limit), and then the predictions are None
+        and ``faces`` is empty.
     """
     aligner, preprocess, model = _split(pipeline)
     rows = []
+    pixels_left = max_total_pixels
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         answers = [dict.fromkeys(ROW_FIELDS) | {"error": "", "faces": []} for _ in chunk]
         images = []
-        for row, item in zip(answers, chunk):
+        for index, (row, item) in enumerate(zip(answers, chunk), start=start):
+            if max_items is not None and index >= max_items:
+                row["error"] = (f"not answered: at most {max_items:,} images are answered at a time, and this is "
+                                f"image {index + 1:,} of {len(items):,}; send it again on its own or in a smaller "
+                                "batch.")
+                continue
             try:
                 item = read(item) if read is not None else item
+                if pixels_left is not None:
+                    pixels = pixel_count(item)
+                    if pixels > pixels_left:
+                        row["error"] = (
+                            f"not answered: its {pixels:,} pixels are over the {max_total_pixels:,} decoded at most "
+                            "at a time; downscale it." if pixels > max_total_pixels else
+                            f"not answered: its {pixels:,} pixels are over the {pixels_left:,} left of the "
+                            f"{max_total_pixels:,} decoded at most at a time; send it again on its own or in a "
+                            "smaller batch.")
+                        continue
+                    pixels_left -= pixels
                 found = ([(None, None, item)] if aligner is None or crops
                          else [(face.box, face.confidence, face.crop) for face in aligner.find(item)])
                 inputs = _network_inputs(preprocess, [image for _, _, image in found])

@@ -7,6 +7,15 @@ raw ``bytes`` work too. Response, one row per input row: ``age`` (years),
 time; null for a model that was not calibrated), ``gender`` ("male" or "female"), ``gender_probability`` (of the predicted
 gender) and ``error`` (empty when the row is fine). A bad row gets ``error``
 set and null predictions; the other rows are answered.
+
+One request costs at most what the model's configuration allows
+(:data:`REQUEST_LIMITS`): rows beyond ``max_rows``, and each row that would
+take the pixels decoded for the request over ``max_request_pixels``, get an
+error each instead of an answer. The limits are written into the model's
+``model_config`` when it is logged, and a server overrides them with the
+environment variable ``MLFLOW_PYFUNC_INFERENCE_CONFIG``, e.g.
+``'{"max_rows": 32}'``. No response carries a stack trace: a failure of the
+whole request is logged by the server and answered with a short message.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import base64
 import binascii
 import contextlib
 import io
+import logging
 import shutil
 import tempfile
 from importlib import metadata
@@ -24,13 +34,20 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from ..exceptions import ImageDecodeError, ModelNotFoundError
 from ..network.pipeline import ROW_FIELDS, predict_rows
 
 IMAGE_COLUMN = "image"
 ARTIFACT_KEY = "skface_model"
+
+#: What one request may cost the served model, by default: the rows answered (the others get an error each),
+#: and the pixels decoded over all its rows (a row that would take the total over gets an error), so that a
+#: request takes seconds, not minutes: 100 megapixels are two 50-megapixel images, about 6 s on a 2-core CPU.
+REQUEST_LIMITS = {"max_rows": 256, "max_request_pixels": 100_000_000}
+
+_logger = logging.getLogger(__name__)
 
 # What the served model needs; pinned to the versions it was trained with.
 _REQUIREMENTS = ("tensorflow", "keras", "scikit-learn", "numpy", "pandas", "pillow", "mlflow")
@@ -48,14 +65,16 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from ..network.persistence import load_pretrained
 
-        self.use(load_pretrained(context.artifacts[ARTIFACT_KEY]))
+        self.use(load_pretrained(context.artifacts[ARTIFACT_KEY]), limits=context.model_config)
         # Warm up: the first call builds TensorFlow's graph; do it at load, not on a request.
         estimator = self.pipeline_[-1]
         estimator.predict(np.zeros((1, *estimator.input_shape_), dtype=np.float32))
 
-    def use(self, pipeline):
-        """Serve this fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)``; returns self."""
+    def use(self, pipeline, limits: dict | None = None):
+        """Serve this fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` within ``limits`` (keys of
+        :data:`REQUEST_LIMITS`; the others are ignored, a missing one takes its default); returns self."""
         self.pipeline_ = pipeline
+        self.limits_ = _request_limits(limits)
         return self
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -63,9 +82,29 @@ class AgeGenderModel(mlflow.pyfunc.PythonModel):
         crops = (params or {}).get("crops", False)
         if not isinstance(crops, (bool, np.bool_)):
             raise _bad_request(f"the parameter 'crops' must be true or false, got {crops!r}.")
-        rows = predict_rows(self.pipeline_, _image_column(model_input), read=_to_bytes, crops=bool(crops))
+        images = _image_column(model_input)
+        try:
+            rows = predict_rows(self.pipeline_, images, read=_to_bytes, crops=bool(crops),
+                                max_items=self.limits_["max_rows"],
+                                max_total_pixels=self.limits_["max_request_pixels"])
+        except Exception as exc:  # not one image's fault (those are rows' errors): the log gets the trace
+            _logger.exception("skface: a request of %d rows failed", len(images))
+            raise MlflowException(f"the model failed on this request ({type(exc).__name__}); the server's log "
+                                  "has the details.", error_code=INTERNAL_ERROR) from None
         # Object columns keep None for bad rows, which JSON sends as null (a float column would send NaN).
         return pd.DataFrame(rows, columns=list(ROW_FIELDS), dtype=object)
+
+
+def _request_limits(config: dict | None) -> dict:
+    """:data:`REQUEST_LIMITS` updated by a model configuration, each checked to be a positive integer."""
+    limits = {name: (config or {}).get(name, default) for name, default in REQUEST_LIMITS.items()}
+    for name, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(
+                f"the served model's {name} must be a positive integer, got {value!r}; set it with "
+                f"MLFLOW_PYFUNC_INFERENCE_CONFIG='{{\"{name}\": {REQUEST_LIMITS[name]}}}' or leave it out."
+            )
+    return {name: int(value) for name, value in limits.items()}
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -139,7 +178,7 @@ def _example_image(image_size: int) -> bytes:
 
 
 @contextlib.contextmanager
-def _model_files(pipeline):
+def _model_files(pipeline, limits: dict | None):
     """The keyword arguments that MLflow's ``log_model`` and ``save_model`` take for a skface pipeline.
 
     The pipeline is saved without pickle (:func:`skface.save_pretrained`),
@@ -163,10 +202,12 @@ def _model_files(pipeline):
             "signature": infer_signature(example, output, params={"crops": False}),
             "input_example": example,
             "pip_requirements": _pip_requirements(),
+            "model_config": _request_limits(limits),
         }
 
 
-def log_model(pipeline, *, name: str = "model", registered_model_name: str | None = None):
+def log_model(pipeline, *, name: str = "model", registered_model_name: str | None = None,
+              limits: dict | None = None):
     """Log a fitted ``Pipeline(ImagePreprocessor, AgeGenderCNN)`` as an MLflow pyfunc model.
 
     Parameters
@@ -177,16 +218,20 @@ def log_model(pipeline, *, name: str = "model", registered_model_name: str | Non
         Name of the logged model in the run.
     registered_model_name : str, optional
         Also register it under this name.
+    limits : dict, optional
+        What one request may cost the served model: ``max_rows`` and
+        ``max_request_pixels``, each by default that of
+        :data:`REQUEST_LIMITS`. Kept as the model's ``model_config``.
 
     Returns
     -------
     model_info : mlflow.models.model.ModelInfo
     """
-    with _model_files(pipeline) as files:
+    with _model_files(pipeline, limits) as files:
         return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name, **files)
 
 
-def save_model(pipeline, path: str | Path) -> Path:
+def save_model(pipeline, path: str | Path, *, limits: dict | None = None) -> Path:
     """Write a fitted pipeline as an MLflow model folder, which ``mlflow models serve -m PATH`` serves.
 
     Parameters
@@ -195,12 +240,14 @@ def save_model(pipeline, path: str | Path) -> Path:
         An :class:`ImagePreprocessor` then a fitted :class:`AgeGenderCNN`.
     path : str or path-like
         The folder to create; it must not exist yet.
+    limits : dict, optional
+        As in :func:`log_model`.
 
     Returns
     -------
     path : pathlib.Path
     """
-    with _model_files(pipeline) as files:
+    with _model_files(pipeline, limits) as files:
         mlflow.pyfunc.save_model(path=str(path), **files)
     return Path(path)
 

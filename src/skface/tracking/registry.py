@@ -27,6 +27,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from .runs import stops_ignored
+
 CHAMPION = "champion"
 
 
@@ -92,10 +94,44 @@ def _test_faces(source: str) -> str:
 
 def register(model_info, name: str, data, score: float,
              score_champion: Callable[[str], float]) -> tuple[str, bool, str]:
-    """Register the logged model as a new version of ``name`` and apply the champion rule (see :func:`promote`)."""
+    """Register the logged model as a new version of ``name`` and apply the champion rule (see :func:`promote`).
+
+    A registration that is stopped (Ctrl-C, SIGTERM) or fails part way is
+    undone: the version is deleted and ``champion`` is where it was, so no
+    version is left without its tags, and nothing of a stopped run is served.
+    """
     client = MlflowClient()
-    version = str(mlflow.register_model(model_info.model_uri, name).version)
-    promoted, reason = promote(client, name, version, data_kind=data.kind, data_source=data.source, score=score,
-                               score_champion=score_champion)
-    mlflow.set_tags({"skface.registered_version": version, "skface.promotion": reason})
+    champion = _champion_version(client, name)
+    before = _versions_of_run(client, name, model_info.run_id)
+    try:
+        version = str(mlflow.register_model(model_info.model_uri, name).version)
+        promoted, reason = promote(client, name, version, data_kind=data.kind, data_source=data.source, score=score,
+                                   score_champion=score_champion)
+        mlflow.set_tags({"skface.registered_version": version, "skface.promotion": reason})
+    except BaseException:
+        with stops_ignored():
+            _undo(client, name, _versions_of_run(client, name, model_info.run_id) - before, champion)
+        raise
     return version, promoted, reason
+
+
+def _champion_version(client: MlflowClient, name: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def _versions_of_run(client: MlflowClient, name: str, run_id: str) -> set[str]:
+    return {str(v.version) for v in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")}
+
+
+def _undo(client: MlflowClient, name: str, versions: set[str], champion: str | None) -> None:
+    """Delete ``versions`` of ``name``, first putting ``champion`` back where one of them took it."""
+    if _champion_version(client, name) in versions:
+        if champion is None:
+            client.delete_registered_model_alias(name, CHAMPION)
+        else:
+            client.set_registered_model_alias(name, CHAMPION, champion)
+    for version in versions:
+        client.delete_model_version(name, version)

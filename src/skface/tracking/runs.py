@@ -7,6 +7,7 @@ import os
 import platform
 import signal
 import subprocess
+import threading
 import warnings
 from importlib import metadata
 
@@ -20,33 +21,89 @@ DEFAULT_EXPERIMENT = "skface"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
+# Ctrl-C and SIGTERM stop a tracked run. How often, in seconds, a run started by `mlflow run` checks that
+# `mlflow run` is still there.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PARENT_CHECK_SECONDS = 1.0
+
+
 @contextlib.contextmanager
 def tracked_run(**kwargs):
     """``mlflow.start_run`` that ends KILLED on Ctrl-C or SIGTERM and FAILED on any error.
 
     MLflow's own context manager marks an interrupted run FAILED; here an
-    interruption is told apart, and what was logged before stays.
+    interruption is told apart, and what was logged before stays. The first
+    Ctrl-C or SIGTERM stops the run; those that follow while its status is
+    written are ignored (``mlflow run``, stopped with Ctrl-C, sends its own
+    SIGTERM right after). A run started by ``mlflow run`` (``MLFLOW_RUN_ID``
+    set) also stops, KILLED, within a second of ``mlflow run`` being killed,
+    instead of training on as an orphan and registering a model.
     """
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    # System metrics (CPU, memory, disk; GPU where pynvml is present) for top-level runs.
-    kwargs.setdefault("log_system_metrics", not kwargs.get("nested", False))
-    run = mlflow.start_run(**kwargs)
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(signum) in (default, None):  # the user's own handlers stay
+                installed[signum] = signal.signal(signum, _stop)
+    stopped = threading.Event()
     try:
-        _mark_experiment_kind(run.info.experiment_id)
-        yield run
-    except KeyboardInterrupt:
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
+        if installed and os.environ.get("MLFLOW_RUN_ID") and not kwargs.get("nested", False):
+            threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stopped), daemon=True,
+                             name="skface-parent-check").start()
+        # System metrics (CPU, memory, disk; GPU where pynvml is present) for top-level runs.
+        kwargs.setdefault("log_system_metrics", not kwargs.get("nested", False))
+        run = mlflow.start_run(**kwargs)
+        try:
+            _mark_experiment_kind(run.info.experiment_id)
+            yield run
+        except KeyboardInterrupt:
+            with stops_ignored():
+                mlflow.end_run("KILLED")
+            raise
+        except BaseException:
+            with stops_ignored():
+                mlflow.end_run("FAILED")
+            raise
+        else:
+            mlflow.end_run("FINISHED")
     finally:
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stopped.set()
+        for signum, previous in installed.items():
+            signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
+def stops_ignored():
+    """Ignore Ctrl-C and SIGTERM while a run's stop is written down (its status, an undone registration).
+
+    Only where :func:`tracked_run` stops on them; elsewhere, and outside
+    the main thread, this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = [signum for signum in _STOP_SIGNALS if signal.getsignal(signum) in (_stop, signal.SIG_IGN)]
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in ours}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop(signum, frame):
+    # The first stop raises; later ones are ignored until tracked_run restores the handlers.
+    for other in _STOP_SIGNALS:
+        if signal.getsignal(other) is _stop:
+            signal.signal(other, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
+def _stop_when_orphaned(parent: int, stopped: threading.Event) -> None:
+    # When `mlflow run` dies, this process is handed to another parent: stop as on SIGTERM.
+    while not stopped.wait(PARENT_CHECK_SECONDS):
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def name_run(name: str) -> None:
@@ -72,10 +129,6 @@ def _mark_experiment_kind(experiment_id: str) -> None:
     client = MlflowClient()
     if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 def set_experiment(name: str | None = None) -> None:
