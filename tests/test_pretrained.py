@@ -322,3 +322,18 @@ def test_a_damaged_network_file_is_named(saved, tmp_path, damage, match):
     with pytest.raises(PretrainedModelError, match=match) as error:
         load_pretrained(folder)
     assert "File not found" not in str(error.value)
+
+
+def test_an_int8_network_is_smaller_and_answers_nearly_the_same(pipeline, tmp_path):
+    full = save_pretrained(pipeline, tmp_path / "float32")
+    small = save_pretrained(pipeline, tmp_path / "int8", quantize="int8")
+    assert (small / "model.keras").stat().st_size < (full / "model.keras").stat().st_size
+    X = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 1)).astype(np.uint8)
+    before, after = load_pretrained(full)[-1].predict(X), load_pretrained(small)[-1].predict(X)
+    assert np.allclose(after[:, 0], before[:, 0], atol=0.5)
+    with zipfile.ZipFile(small / "model.keras") as archive:  # the layers say how they are stored
+        assert '"int8"' in archive.read("config.json").decode()
+    # The estimator keeps its float network.
+    assert pipeline[-1].model_.get_layer(index=-1).dtype_policy.name != "int8"
+    with pytest.raises(ValueError, match="quantize must be None or one of"):
+        save_pretrained(pipeline, tmp_path / "x", quantize="int3")

@@ -144,15 +144,29 @@ def age_distribution(ages, max_age: int = 120, sigma: float = 2.0) -> np.ndarray
     return density / density.sum(axis=1, keepdims=True)
 
 
-def save_network(model: keras.Model, path) -> None:
+#: Ways :func:`save_network` can store the dense layers' weights in fewer bits (Keras's ``Model.quantize``).
+QUANTIZATIONS = ("int8",)
+
+
+def save_network(model: keras.Model, path, *, quantize: str | None = None) -> None:
     """Save the network's architecture and weights without the optimizer state, a third of the size.
 
     The saved network predicts; :meth:`AgeGenderCNN.fit` always builds and
     compiles a fresh one, so the optimizer state is never needed again.
+    With ``quantize="int8"``, a copy whose dense layers hold int8 weights
+    with a scale per output unit (Keras's ``Model.quantize``) is saved: the
+    dense layers take a quarter of the space, and ``model`` is left as it is.
     """
     import keras
 
-    keras.Model(model.input, model.output, name=model.name).save(path)
+    network = keras.Model(model.input, model.output, name=model.name)
+    if quantize is not None:
+        if quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be None or one of {QUANTIZATIONS}, got {quantize!r}.")
+        network = keras.models.clone_model(network)
+        network.set_weights(model.get_weights())
+        network.quantize(quantize)
+    network.save(path)
 
 
 def load_network(path) -> keras.Model:
