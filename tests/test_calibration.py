@@ -12,6 +12,7 @@ from skface.network.calibration import (
     conformal_quantile,
     conformity_scores,
     fit_temperature,
+    half_widths,
     temper,
 )
 from skface.network.pipeline import make_pipeline, predict_rows
@@ -26,13 +27,33 @@ def test_split_conformal_ranges_cover_the_stated_share_of_new_faces():
     calibration, test = slice(0, 2000), slice(2000, None)
     scores = conformity_scores(truth[calibration], predicted[calibration], spread[calibration])
     for level in (0.5, 0.8, 0.9):
-        ranges = age_interval(predicted[test], spread[test], conformal_quantile(scores, level))
+        ranges = age_interval(predicted[test], spread[test], half_widths(scores, predicted[test], level))
         inside = (truth[test] >= ranges[:, 0]) & (truth[test] <= ranges[:, 1])
         assert abs(inside.mean() - level) < 0.025, level
         # Normalised by the spread: the sure faces get narrow ranges, and are covered as often.
         sure = spread[test] < 3
         assert abs(inside[sure].mean() - level) < 0.05
         assert np.median(np.diff(ranges[sure], axis=1)) < np.median(np.diff(ranges[~sure], axis=1))
+
+
+def test_every_band_of_predicted_age_gets_its_share():
+    """Children's errors are small against their spread, older people's large: one quantile for all would
+    over-cover the first and under-cover the second; one per band of predicted age covers each."""
+    rng = np.random.default_rng(1)
+    truth = rng.uniform(0, 90, 8000)
+    spread = np.full(8000, 3.0)
+    predicted = truth + rng.normal(0, np.where(truth < 13, 1.0, 6.0))
+    calibration, test = slice(0, 3000), slice(3000, None)
+    scores = conformity_scores(truth[calibration], predicted[calibration], spread[calibration])
+    assert set(scores) >= {"all", "0-2", "3-12", "20-39", "60plus"}
+    ranges = age_interval(predicted[test], spread[test], half_widths(scores, predicted[test], 0.8))
+    inside = (truth[test] >= ranges[:, 0]) & (truth[test] <= ranges[:, 1])
+    for low, high in ((3, 12), (20, 39), (60, 90)):
+        band = (predicted[test] >= low) & (predicted[test] < high + 1)
+        assert abs(inside[band].mean() - 0.8) < 0.05, (low, high)
+    # A band with too few calibration faces for the level falls back on all faces' quantile.
+    few = {"all": np.sort(rng.random(100)), "0-2": np.array([5.0, 6.0])}
+    assert half_widths(few, np.array([1.0, 30.0]), 0.8).tolist() == [conformal_quantile(few["all"], 0.8)] * 2
 
 
 def test_ranges_never_go_below_zero():

@@ -262,9 +262,11 @@ def test_extra_fitted_attributes_that_are_well_formed_are_restored(saved, tmp_pa
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"gender_temperature_": -1.0, "age_conformity_scores_": [0.5]}, "fitted.gender_temperature_: must be a number"),
-    ({"gender_temperature_": 1.0, "age_conformity_scores_": [0.5] * 100_001}, "fitted.age_conformity_scores_: must "),
-    ({"gender_temperature_": 1.0, "age_conformity_scores_": [-1.0]}, "finite numbers >= 0"),
+    ({"gender_temperature_": -1.0, "age_conformity_scores_": {"all": [0.5]}}, "fitted.gender_temperature_: must be"),
+    ({"gender_temperature_": 1.0, "age_conformity_scores_": {"all": [0.5] * 100_001}}, "fitted.age_conformity_score"),
+    ({"gender_temperature_": 1.0, "age_conformity_scores_": {"all": [-1.0]}}, "finite numbers >= 0"),
+    ({"gender_temperature_": 1.0, "age_conformity_scores_": {"0-2": [1.0]}}, "'all' required"),
+    ({"gender_temperature_": 1.0, "age_conformity_scores_": [1.0]}, "'all' required"),
     ({"gender_temperature_": 1.0}, "come together"),
 ])
 def test_a_tampered_calibration_is_refused(saved, tmp_path, change, message):

@@ -6,11 +6,14 @@ age estimate (the standard deviation of the ``"dex"`` head's distribution,
 ``|true age - predicted age| / spread``, and the range at confidence level
 ``c`` is ``predicted age -/+ q * spread`` with ``q`` the
 ``ceil((n + 1) c)``-th smallest of the ``n`` calibration scores. On
-exchangeable faces at least a share ``c`` of true ages fall inside; the
-spread makes the range narrow where the network is sure (children) and wide
-where it is not, so that every age band gets its share (Lei et al. 2018,
-"Distribution-free predictive inference for regression"; as MAPIE's
-``SplitConformalRegressor`` with a normalised score).
+exchangeable faces at least a share ``c`` of true ages fall inside (Lei et
+al. 2018, "Distribution-free predictive inference for regression"; as
+MAPIE's ``SplitConformalRegressor`` with a normalised score). The spread
+makes the range narrow where the network is sure (children) and wide where
+it is not; to give every age band its share, not only all faces together,
+the scores are also kept per band of the *predicted* age (Mondrian conformal
+prediction, Vovk et al. 2005), and a face gets its predicted band's ``q``
+(all faces' when its band has too few calibration faces for the level).
 
 The gender probability is tempered: ``P(female) = sigmoid(logit / T)`` with
 the temperature ``T`` that minimises the log loss on the calibration faces
@@ -28,10 +31,39 @@ TEMPERATURE_RANGE = (0.05, 20.0)
 _EPS = 1e-7
 
 
-def conformity_scores(age_true, age_pred, spread) -> np.ndarray:
-    """Sorted normalised residuals ``|age_true - age_pred| / spread`` of the calibration faces."""
+# The key of all calibration faces' scores, beside one per band of predicted age.
+ALL_FACES = "all"
+
+
+def conformity_scores(age_true, age_pred, spread) -> dict[str, np.ndarray]:
+    """Sorted normalised residuals ``|age_true - age_pred| / spread`` of the calibration faces: of all of them
+    (:data:`ALL_FACES`) and of each band of predicted age (:data:`skface.evaluation.AGE_BANDS`) that has any."""
+    from ..evaluation import age_band
+
     spread = np.maximum(np.asarray(spread, dtype=np.float64), MIN_SPREAD)
-    return np.sort(np.abs(np.asarray(age_true, dtype=np.float64) - np.asarray(age_pred, dtype=np.float64)) / spread)
+    scores = np.abs(np.asarray(age_true, dtype=np.float64) - np.asarray(age_pred, dtype=np.float64)) / spread
+    bands = age_band(np.maximum(np.asarray(age_pred, dtype=np.float64), 0.0))
+    out = {ALL_FACES: np.sort(scores)}
+    out.update({str(band): np.sort(scores[bands == band]) for band in np.unique(bands)})
+    return out
+
+
+def half_widths(scores: dict, age_pred, confidence_level: float) -> np.ndarray:
+    """Each face's ``q``: the quantile of its predicted age band's scores, else of all faces' scores."""
+    from ..evaluation import age_band
+
+    overall = conformal_quantile(scores[ALL_FACES], confidence_level)
+    bands = age_band(np.maximum(np.asarray(age_pred, dtype=np.float64), 0.0))
+    out = np.full(len(bands), overall)
+    for band in np.unique(bands):
+        if str(band) in scores and len(scores[str(band)]) >= _needed(confidence_level):
+            out[bands == band] = conformal_quantile(scores[str(band)], confidence_level)
+    return out
+
+
+def _needed(confidence_level: float) -> int:
+    """Fewest scores that give a quantile at this level: ``(n + 1) c <= n``."""
+    return int(np.ceil(confidence_level / (1 - confidence_level) - 1e-9))
 
 
 def conformal_quantile(scores, confidence_level: float) -> float:
@@ -51,14 +83,15 @@ def conformal_quantile(scores, confidence_level: float) -> float:
     rank = int(np.ceil((len(scores) + 1) * confidence_level))
     if rank > len(scores):
         raise ValueError(
-            f"confidence_level={confidence_level} needs at least {int(np.ceil(confidence_level / (1 - confidence_level)))} "
-            f"calibration faces, this model was calibrated on {len(scores)}; lower it, or conformalize on more faces."
+            f"confidence_level={confidence_level} needs at least {_needed(confidence_level)} calibration faces, this "
+            f"model was calibrated on {len(scores)}; lower it, or conformalize on more faces."
         )
     return float(scores[rank - 1])
 
 
-def age_interval(age, spread, half_width: float) -> np.ndarray:
-    """``[low, high]`` per face: ``age -/+ half_width * spread``, the low end at least 0."""
+def age_interval(age, spread, half_width) -> np.ndarray:
+    """``[low, high]`` per face: ``age -/+ half_width * spread`` (``half_width`` one for all or one per face),
+    the low end at least 0."""
     spread = np.maximum(np.asarray(spread, dtype=np.float64), MIN_SPREAD)
     age = np.asarray(age, dtype=np.float64)
     return np.column_stack([np.maximum(age - half_width * spread, 0.0), age + half_width * spread])

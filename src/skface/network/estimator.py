@@ -26,7 +26,7 @@ from .architecture import (
     age_distribution,
     build_model,
 )
-from .calibration import age_interval, conformal_quantile, conformity_scores, fit_temperature, temper
+from .calibration import age_interval, conformity_scores, fit_temperature, half_widths, temper
 from .inference import predict_outputs, zoom_factors
 from .training import LR_SCHEDULES, compile_for_training
 
@@ -126,8 +126,9 @@ class AgeGenderCNN(BaseEstimator):
         records it (the image height for a batch of images).
     n_epochs_ : int
         Epochs actually trained (fewer than ``epochs`` after early stopping).
-    age_conformity_scores_ : ndarray of shape (n_calibration,)
-        Sorted normalised age residuals of the calibration faces; only after
+    age_conformity_scores_ : dict of str to ndarray
+        Sorted normalised age residuals of the calibration faces, of all
+        (``"all"``) and per band of predicted age; only after
         :meth:`conformalize`, which :meth:`predict_interval` needs.
     gender_temperature_ : float
         Temperature of the gender probability; only after
@@ -474,8 +475,8 @@ class AgeGenderCNN(BaseEstimator):
 
         Afterwards :meth:`predict_interval` gives age ranges whose stated
         share of true ages falls inside (split conformal prediction,
-        normalised by the spread of the age estimate; see
-        :mod:`skface.network.calibration`), and :meth:`predict_proba` gives
+        normalised by the spread of the age estimate, per band of predicted
+        age; see :mod:`skface.network.calibration`), and :meth:`predict_proba` gives
         tempered gender probabilities (one temperature, fitted by log loss).
         The predicted ages and genders do not change. The name and the order
         (``fit``, then ``conformalize`` on held-out faces) follow MAPIE.
@@ -547,8 +548,8 @@ class AgeGenderCNN(BaseEstimator):
                 "conformalize(X_calibration, y_calibration) on faces it did not train on, or use "
                 "skface.load_pretrained(), which is calibrated."
             )
-        half_width = conformal_quantile(self.age_conformity_scores_, confidence_level)
         age, p_female, spread = self._predict_outputs(X)
+        half_width = half_widths(self.age_conformity_scores_, age, confidence_level)
         p_female = temper(p_female, self.gender_temperature_)
         y_pred = np.column_stack([age, (p_female >= 0.5).astype(np.float64)])
         return y_pred, np.column_stack([1.0 - p_female, p_female]), age_interval(age, spread, half_width)

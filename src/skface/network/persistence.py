@@ -78,14 +78,19 @@ def _positive_int(value) -> int:
     return int(value)
 
 
-def _conformity_scores(value):
+def _conformity_scores(value) -> dict:
     import numpy as np
 
-    if not (isinstance(value, list) and 1 <= len(value) <= MAX_CALIBRATION_FACES
-            and all(_is_number(v) and 0 <= v < float("inf") for v in value)):
-        raise ValueError(f"must be a list of 1 to {MAX_CALIBRATION_FACES:,} finite numbers >= 0, got "
-                         f"{reprlib.repr(value)}")
-    return np.sort(np.asarray(value, dtype=np.float64))
+    from ..evaluation import AGE_BANDS
+    from .calibration import ALL_FACES
+
+    groups = {ALL_FACES, *(band for band, _, _ in AGE_BANDS)}
+    if not (isinstance(value, dict) and ALL_FACES in value and set(value) <= groups
+            and all(isinstance(scores, list) and 1 <= len(scores) <= MAX_CALIBRATION_FACES
+                    and all(_is_number(v) and 0 <= v < float("inf") for v in scores) for scores in value.values())):
+        raise ValueError(f"must map {sorted(groups)} ('{ALL_FACES}' required) to lists of 1 to "
+                         f"{MAX_CALIBRATION_FACES:,} finite numbers >= 0, got {reprlib.repr(value)}")
+    return {group: np.sort(np.asarray(scores, dtype=np.float64)) for group, scores in value.items()}
 
 
 def _temperature(value) -> float:
