@@ -286,6 +286,19 @@ def test_sweep_script_takes_the_backend():
     assert kwargs["backend"] == "local" and kwargs["n_jobs"] == -1
 
 
+def test_benchmark_dry_run(spark, pipeline, tmp_path, capsys):
+    folder = save_pretrained(pipeline, tmp_path / "saved")
+    bench = load_script("bench_spark")
+    assert bench.main(["--n", "4", "--data", str(tmp_path / "absent"), "--model", str(folder), "--crops",
+                       "--small-batch", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "4 generated faces" in out
+    for line in ("in process: images/s", "Spark: model load per Python worker", "Spark: overhead per batch (ms)",
+                 "Spark: images/s per task slot, warm", "ratio Spark warm / in process"):
+        assert line in out, line
+    assert spark.sparkContext._jsc is not None  # the session it found is left running
+
+
 def test_sweep_rejects_an_unknown_backend():
     from skface.tracking.recipes import run_sweep
 
