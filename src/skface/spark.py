@@ -99,9 +99,9 @@ def spark_session(master: str | None = None, *, app_name: str = "skface", config
     Returns
     -------
     spark : pyspark.sql.SparkSession
-        A session started here logs errors only (its log4j configuration
-        is :data:`LOG_CONFIG`, and its log level ``ERROR``); an active
-        session is returned as it is.
+        An active session as it is (``master`` and ``config`` then change
+        nothing); else a new one that logs errors only (its log4j
+        configuration is :data:`LOG_CONFIG`, its log level ``ERROR``).
 
     Raises
     ------
@@ -114,9 +114,12 @@ def spark_session(master: str | None = None, *, app_name: str = "skface", config
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
-    if master is None and not os.environ.get("PYSPARK_GATEWAY_PORT"):  # not under spark-submit
-        master = os.environ.get("MASTER") or "local[*]"
-    settings = {"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"}
+    if active is not None:
+        return active
+    settings = {}
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # not under spark-submit: this process starts the JVM
+        master = master or os.environ.get("MASTER") or "local[*]"
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}"
     if master is not None and master.startswith("local"):
         # Local Python workers run this interpreter, whichever `python3` comes first on PATH.
         settings["spark.pyspark.python"] = sys.executable
@@ -136,8 +139,7 @@ def spark_session(master: str | None = None, *, app_name: str = "skface", config
             "`java -version` says which one runs: install one, e.g. `apt-get install openjdk-17-jre-headless`, "
             "or set JAVA_HOME to one."
         ) from None
-    if active is None:
-        spark.sparkContext.setLogLevel("ERROR")
+    spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
