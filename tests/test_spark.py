@@ -241,7 +241,7 @@ def test_score_spark_command_on_a_glob_that_matches_nothing(spark, tmp_path, cap
     assert f"skface score-spark: error: no file matches {tmp_path / '*.jpg'}; pass a folder" in capsys.readouterr().err
 
 
-def test_grid_search_on_spark_equals_the_default_backend(spark):
+def test_grid_search_on_spark_equals_the_default_backend_and_is_tracked(spark, store):
     from sklearn.model_selection import GridSearchCV
 
     from skface.spark import joblib_backend
@@ -252,11 +252,20 @@ def test_grid_search_on_spark_equals_the_default_backend(spark):
         return GridSearchCV(AgeGenderCNN(**{**TINY, "epochs": 1}), {"dropout": [0.1, 0.5]}, cv=2, refit=False)
 
     here = search().fit(X, y)
-    with joblib_backend(n_jobs=2):
-        on_spark = search().fit(X, y)
+    # As the README tracks it: MLflow's autologging, a parent run and a child run per candidate.
+    mlflow.set_experiment("spark-search")
+    mlflow.sklearn.autolog(log_models=False, log_datasets=False, max_tuning_runs=None, silent=True)
+    try:
+        with mlflow.start_run() as parent, joblib_backend(n_jobs=2):
+            on_spark = search().fit(X, y)
+    finally:
+        mlflow.sklearn.autolog(disable=True)
     assert on_spark.best_params_ == here.best_params_
     for key in ("mean_test_score", "split0_test_score", "split1_test_score"):
         np.testing.assert_allclose(on_spark.cv_results_[key], here.cv_results_[key], rtol=1e-5)
+    children = MlflowClient().search_runs([parent.info.experiment_id],
+                                          filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(child.data.params["dropout"] for child in children) == ["0.1", "0.5"]
 
 
 def test_sweep_runs_its_trials_on_spark_with_one_child_run_each(spark, store):

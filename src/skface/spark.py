@@ -6,7 +6,8 @@ model's own per-row logic answers each image or names its error, so a bad
 file is a row with an error, never a failed job. Each executor's Python
 worker loads the model once, with MLflow's ``SparkModelCache`` (the
 per-process cache that ``mlflow.pyfunc.spark_udf`` uses on clusters), and
-keeps it for every batch and every later job.
+keeps it for every batch and every later job. ``spark_udf`` itself is not
+used: in local mode it loads the model again for every task.
 
 :func:`joblib_backend` runs joblib's work, a scikit-learn ``GridSearchCV``
 or the sweep's trials (:func:`skface.tracking.recipes.run_sweep`), as Spark
