@@ -75,7 +75,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -183,6 +182,7 @@ def speed(args) -> None:
     from mtcnn import MTCNN
 
     from skface.faces import FaceDetector
+    from skface.network.measure import cpu_name
 
     images = bench_images()
     shipped = MTCNN()
@@ -193,7 +193,7 @@ def speed(args) -> None:
         "+ min face 0.1 of shorter side": lambda image: FaceDetector(detection_side=None).detect(image),
         "+ search on <=480 px copy (default)": lambda image: FaceDetector().detect(image),
     }
-    print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores")
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     for name, image in images.items():
         times = {variant: [] for variant in variants}
         found = {variant: len(run(image)) for variant, run in variants.items()}  # warm-up, traces
@@ -206,12 +206,6 @@ def speed(args) -> None:
         for variant, values in times.items():
             print(f"  {variant:48s} p50 {1000 * statistics.median(values):7.1f} ms  "
                   f"p90 {1000 * np.percentile(values, 90):7.1f} ms  faces {found[variant]}")
-
-
-def _cpu_name() -> str:
-    out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
 
 
 # --------------------------------------------------------------------------- UTKFace
@@ -809,8 +803,10 @@ def print_tight_crops(tight, labels) -> None:
 
 
 def print_timings(args, p50, p90) -> None:
+    from skface.network.measure import cpu_name
+
     print(f"\n== Timings: ms over {args.rounds} interleaved rounds, in process unless served; "
-          f"CPU: {_cpu_name()}, {os.cpu_count()} cores")
+          f"CPU: {cpu_name()}, {os.cpu_count()} cores")
     print(f"{'':<{LABEL + 16}}{'p50':>9}{'p90':>9}")
     labels = {"detector alone, mtcnn as shipped": "640x480 1 face: detector alone, mtcnn as shipped",
               "detector alone, FaceDetector()": "640x480 1 face: detector alone, FaceDetector()",

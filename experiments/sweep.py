@@ -1,7 +1,8 @@
 """Grid search over AgeGenderCNN hyperparameters: one child run per trial under one parent run.
 
 Trials are ranked by validation loss; the parent run logs the best trial's
-parameters and test figures, logs its model and registers it.
+parameters and test figures, logs its model and registers it. With
+--backend spark the trials run at once as Spark tasks (joblibspark).
 """
 
 import argparse
@@ -30,6 +31,12 @@ def parse_args(argv=None) -> dict:
     parser.add_argument("--grid", default="dropout=0.2,0.4;learning_rate=0.001,0.0003",
                         help="hyperparameter grid: 'name=v1,v2;name=v1,v2' (filters choices use '/': 16/32,32/64)")
     parser.add_argument("--max-trials", type=whole_number, default=8, help="at most this many trials of the grid")
+    parser.add_argument("--backend", choices=["local", "spark"], default="local",
+                        help="where the trials run: one after another in this process, or at once as Spark tasks "
+                             "(spark-submit's master, else $MASTER, else local[*]; needs pip install "
+                             "\"skface[spark]\" and Java 17 or newer)")
+    parser.add_argument("--n-jobs", type=whole_number, default=-1,
+                        help="with --backend spark: trials at a time; -1 is as many as the executors run at once")
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     kwargs = training_arguments(parser, args, command="sweep")
@@ -38,7 +45,8 @@ def parse_args(argv=None) -> dict:
     except ValueError as exc:
         parser.error(str(exc))
     return {**kwargs, "grid": grid, "grid_text": args.grid, "max_trials": args.max_trials,
-            "registered_model": args.registered_model, "experiment": args.experiment}, args.json
+            "registered_model": args.registered_model, "experiment": args.experiment, "backend": args.backend,
+            "n_jobs": args.n_jobs}, args.json
 
 
 def main(argv=None) -> int:

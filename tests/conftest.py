@@ -31,3 +31,23 @@ def fitted(tiny_data):
     """One tiny fitted estimator shared by a test module."""
     X, y = tiny_data
     return AgeGenderCNN(**TINY).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh MLflow tracking store for the module, and a working folder without ./data."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    # MLflow's set_experiment exports MLFLOW_EXPERIMENT_ID; one from another test's store must not leak in.
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        mp.delenv(name, raising=False)
+    mp.delenv("MLFLOW_RUN_ID", raising=False)
+    mp.chdir(folder)
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    yield folder
+    mlflow.set_tracking_uri(None)
+    mp.undo()
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -3,6 +3,7 @@
 - ``skface.data`` and the top-level helpers (metrics, evaluation, plots,
   configurations, exceptions) import neither TensorFlow/Keras nor MLflow;
 - ``skface.network`` and ``skface.faces`` import no MLflow;
+- ``skface.spark`` keeps to the tracking layer's rules;
 - nothing in the library (data, network, tracking) imports the command line
   (``skface.cli``: argparse helpers) or the ``experiments/`` scripts.
 
@@ -48,6 +49,8 @@ def _imports(path: Path) -> set[str]:
 
 def _layer(module: str) -> str:
     parts = module.split(".")
+    if len(parts) > 1 and parts[1] == "spark":
+        return "tracking"  # it scores with the logged model and searches with the sweep: the tracking layer
     if len(parts) > 1 and parts[1] in ("data", "network", "faces", "tracking", "cli"):
         return parts[1]
     if len(parts) > 1 and parts[1] in TOP_LEVEL_HELPERS:

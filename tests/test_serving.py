@@ -2,6 +2,7 @@
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,3 +129,30 @@ def test_a_failure_of_the_whole_request_is_answered_without_a_trace(model, faces
     assert info.value.get_http_status_code() == 500
     assert "stack_trace" not in body and "secret" not in body
     assert "the model failed on this request (RuntimeError); the server's log has the details" in body
+
+
+def test_base64_with_line_breaks(model, faces):
+    """``base64`` without ``-w0`` and Spark's ``base64()`` break lines every 76 characters (LF or CRLF)."""
+    wrapped = base64.encodebytes(faces[0]).decode()
+    assert "\n" in wrapped.strip()
+    rows = [encode_image(faces[0]), wrapped, wrapped.replace("\n", "\r\n")]
+    out = model.predict(None, pd.DataFrame({"image": rows}))
+    assert list(out["error"]) == ["", "", ""]
+    assert out["age"][1] == out["age"][0] and out["age"][2] == out["age"][0]
+
+
+def test_models_as_mlflow_loads_them(model, tmp_path, monkeypatch):
+    from skface import ModelNotFoundError, save_pretrained
+    from skface.tracking.pyfunc import as_mlflow_model, save_model
+
+    assert as_mlflow_model("models:/skface@champion", tmp_path / "a") == "models:/skface@champion"
+    mlflow_folder = save_model(model.pipeline_, tmp_path / "mlflow-model")
+    assert as_mlflow_model(mlflow_folder, tmp_path / "b") == str(mlflow_folder) and not (tmp_path / "b").exists()
+    saved = save_pretrained(model.pipeline_, tmp_path / "saved")
+    written = as_mlflow_model(saved, tmp_path / "c")
+    assert written == str(tmp_path / "c") and (tmp_path / "c" / "MLmodel").is_file()
+    monkeypatch.setattr("skface.network.persistence.default_pretrained_dir", lambda: saved)
+    assert (Path(as_mlflow_model(None, tmp_path / "d")) / "MLmodel").is_file()
+    with pytest.raises(ModelNotFoundError, match="'no-such-model' is neither a saved model folder .* nor an MLflow "
+                                                 r"model URI \(models:/NAME@ALIAS"):
+        as_mlflow_model("no-such-model", tmp_path / "e")

@@ -36,26 +36,6 @@ def _kwargs(data=None, **params):
     return {**TINY_DATA, **(data or {}), "params": {**TINY_PARAMS, **params}}
 
 
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A fresh tracking store for the module, and a working folder without ./data."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    # MLflow's set_experiment exports MLFLOW_EXPERIMENT_ID; one from another test's store must not leak in.
-    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
-        mp.delenv(name, raising=False)
-    mp.delenv("MLFLOW_RUN_ID", raising=False)
-    mp.chdir(folder)
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    yield folder
-    mlflow.set_tracking_uri(None)
-    mp.undo()
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-
-
 @pytest.fixture(scope="module")
 def trained(store):
     return run_train(**_kwargs())

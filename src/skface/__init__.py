@@ -19,10 +19,12 @@ from .data.synthetic import make_synthetic_faces, write_synthetic_utkface
 from .data.utkface import CacheWarning, SkippedFilesWarning, load_utkface
 from .exceptions import (
     ImageDecodeError,
+    ImageSourceError,
     ModelNotFoundError,
     NotFittedEstimatorError,
     PretrainedModelError,
     SkfaceError,
+    SparkUnavailableError,
     UTKFaceError,
 )
 from .network.estimator import AgeGenderCNN
@@ -34,11 +36,13 @@ __all__ = [
     "CacheWarning",
     "ImageDecodeError",
     "ImagePreprocessor",
+    "ImageSourceError",
     "ModelNotFoundError",
     "NotFittedEstimatorError",
     "PretrainedModelError",
     "SkfaceError",
     "SkippedFilesWarning",
+    "SparkUnavailableError",
     "UTKFaceError",
     "load_pretrained",
     "load_utkface",

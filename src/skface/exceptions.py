@@ -29,3 +29,11 @@ class PretrainedModelError(SkfaceError, FileNotFoundError):
 
 class ModelNotFoundError(SkfaceError, LookupError):
     """An MLflow model URI does not resolve in the tracking store in use."""
+
+
+class SparkUnavailableError(SkfaceError, ImportError):
+    """Spark cannot start here: pyspark is not installed, or no Java runtime (17 or newer) is found."""
+
+
+class ImageSourceError(SkfaceError, FileNotFoundError):
+    """A folder, glob or URI that should hold images to score matches no file."""

@@ -78,7 +78,8 @@ def _serve_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default=None,
-                   help="a folder saved by `skface train --save`, or an MLflow model URI; default: the pretrained model")
+                   help="a folder saved by `skface train --save`, an MLflow model folder, or an MLflow model URI; "
+                        "default: the pretrained model")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=5001, help="port to listen on")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
@@ -88,22 +89,48 @@ def _serve_parser(sub) -> None:
     p.set_defaults(func=_serve)
 
 
+def _score_spark_parser(sub) -> None:
+    p = sub.add_parser(
+        "score-spark",
+        help="score a folder or glob of images on Apache Spark into Parquet",
+        description=(
+            "Answer every file under SOURCE with the served model on Apache Spark and write one row per file "
+            "to Parquet: path, age, gender, gender_probability (of that gender), error (empty when answered) "
+            "and faces (every face found, with its box and answer). A file that cannot be read, or has no face, "
+            "is a row with its error, and the other files are answered. Needs pyspark "
+            '(pip install "skface[spark]") and Java 17 or newer.'
+        ),
+    )
+    p.add_argument("source", help="a folder (read recursively), a glob such as 'photos/*.jpg', or a URI that Spark "
+                                   "reads (hdfs://, s3a://, ...)")
+    p.add_argument("--output", required=True, help="the Parquet folder to write")
+    p.add_argument("--model", default=None,
+                   help="an MLflow model URI such as models:/skface@champion or runs:/<run_id>/model, an MLflow "
+                        "model folder, or a folder saved by `skface train --save`; default: the pretrained model")
+    p.add_argument("--crops", action="store_true",
+                   help="the images are tight face crops already: answer each whole, without looking for faces")
+    p.add_argument("--master", default=None,
+                   help="Spark master: local[4], spark://host:7077, yarn, ...; default: $MASTER, else local[*] "
+                        "(every core of this machine)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=_score_spark)
+
+
 def _serve(args) -> int:
     import os
     import signal
     import subprocess
     import tempfile
 
-    from ..tracking.pyfunc import save_model
+    from ..tracking.pyfunc import as_mlflow_model, save_model
 
     with tempfile.TemporaryDirectory(prefix="skface-serve-") as scratch:
-        if args.model is not None and ":/" in args.model and args.save is None:
-            folder = args.model  # a logged model is an MLflow model already: served as it is
+        if args.save is not None:
+            folder = save_model(_load_model(args.model), args.save)
         else:
-            pipeline = _load_model(args.model)
-            # Written afresh each time (a few seconds), so the served code is always this skface's.
-            folder = args.save if args.save is not None else Path(scratch) / "model"
-            save_model(pipeline, folder)
+            # A logged model is served as it is; a skface model is written afresh each time (a few
+            # seconds), so the served code is always this skface's.
+            folder = as_mlflow_model(args.model, Path(scratch) / "model")
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(folder), "--env-manager", "local",
                    "--host", args.host, "--port", str(args.port), "--workers", str(args.workers)]
         print(f"Serving {args.model or 'the pretrained model'} at http://{args.host}:{args.port}/invocations; "
@@ -121,6 +148,40 @@ def _serve(args) -> int:
                     continue  # the server got the same Ctrl-C and is stopping
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _score_spark(args) -> int:
+    from ..spark import require_spark, score_images, spark_session
+
+    require_spark()
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    started = SparkSession.getActiveSession() is None
+    spark = spark_session(args.master)
+    try:
+        scores = score_images(spark, args.model, args.source, crops=args.crops)
+        try:
+            scores.write.mode("overwrite" if args.overwrite else "errorifexists").parquet(str(args.output))
+        except AnalysisException as exc:
+            if exc.getCondition() != "PATH_ALREADY_EXISTS":
+                raise
+            print(f"skface score-spark: error: {args.output} exists already; pass --overwrite to replace it, or "
+                  "another --output.", file=sys.stderr)
+            return 2
+        n_files, n_errors = spark.read.parquet(str(args.output)).agg(
+            F.count("*"), F.coalesce(F.sum((F.col("error") != "").cast("long")), F.lit(0))).first()
+    finally:
+        if started:
+            spark.stop()
+    if not n_files:
+        print(f"skface score-spark: error: {args.source} holds no files; pass a folder of images or a glob that "
+              "matches some.", file=sys.stderr)
+        return 1
+    print(f"Scored {n_files} files into {args.output}: {n_files - n_errors} answered, {n_errors} with an error "
+          "(their rows say why).")
+    return 0
 
 
 def _train(args) -> int:
@@ -284,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     _predict_parser(sub)
     _serve_parser(sub)
+    _score_spark_parser(sub)
     args = parser.parse_args(argv)
 
     from ..exceptions import SkfaceError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 
 import keras
@@ -66,3 +67,13 @@ def matmul_gflops(dtype: str, size: int = 2048, repeats: int = 5) -> float:
         product(a, b).numpy()
         rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as ``lscpu`` gives it (e.g. ``"AMD EPYC 9R14"``), else ``"unknown"``; for benchmarks."""
+    try:
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True).stdout
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+                "unknown")

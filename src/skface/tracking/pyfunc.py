@@ -1,12 +1,15 @@
 """The MLflow pyfunc model that every training run logs, and that ``mlflow models serve`` serves.
 
 Request: a column ``image`` of base64-encoded image files (JPEG, PNG, ...),
-sent as ``dataframe_split``, ``dataframe_records`` or ``inputs``; in process,
-raw ``bytes`` work too. Response, one row per input row: ``age`` (years),
-``age_low`` and ``age_high`` (the range that holds the true age 80% of the
-time; null for a model that was not calibrated), ``gender`` ("male" or "female"), ``gender_probability`` (of the predicted
-gender) and ``error`` (empty when the row is fine). A bad row gets ``error``
-set and null predictions; the other rows are answered.
+sent as ``dataframe_split``, ``dataframe_records`` or ``inputs``; line breaks
+in the base64 text are ignored (``base64`` without ``-w0`` and Spark's
+``base64()`` wrap it every 76 characters). In process, raw ``bytes`` work
+too. Response, one row per input row: ``age`` (years), ``age_low`` and
+``age_high`` (the range that holds the true age 80% of the time; null for a
+model that was not calibrated), ``gender`` ("male" or "female"),
+``gender_probability`` (of the predicted gender) and ``error`` (empty when
+the row is fine). A bad row gets ``error`` set and null predictions; the
+other rows are answered.
 
 One request costs at most what the model's configuration allows
 (:data:`REQUEST_LIMITS`): rows beyond ``max_rows``, and each row that would
@@ -25,6 +28,7 @@ import binascii
 import contextlib
 import io
 import logging
+import os
 import shutil
 import tempfile
 from importlib import metadata
@@ -139,7 +143,8 @@ def _to_bytes(value) -> bytes:
         if text.startswith("data:") and "," in text:  # a data URL: data:image/jpeg;base64,....
             text = text.split(",", 1)[1]
         try:
-            return base64.b64decode(text, validate=True)
+            # Whitespace is not base64 data: line breaks of wrapped base64 (every 76 characters) go first.
+            return base64.b64decode("".join(text.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ImageDecodeError(f"the image is not valid base64 ({exc}); encode the file's bytes in base64.") from None
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -272,8 +277,39 @@ def load_estimator(model_uri: str):
         If the URI does not resolve in the tracking store in use (named in
         the message); a local store that does not exist is not created.
     """
-    import os
+    with _resolving(model_uri):
+        model = mlflow.pyfunc.load_model(model_uri)
+    return model.unwrap_python_model().pipeline_
 
+
+def download_model(model_uri: str, folder: str | Path) -> Path:
+    """A local copy of a logged model's MLflow model folder.
+
+    Parameters
+    ----------
+    model_uri : str
+        Any MLflow model URI, as in :func:`load_estimator`, or the URI of
+        the folder in an artifact store (``s3://...``).
+    folder : str or path-like
+        An existing folder to download into.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The MLflow model folder (with its ``MLmodel`` file).
+
+    Raises
+    ------
+    ModelNotFoundError
+        As :func:`load_estimator`.
+    """
+    with _resolving(model_uri):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder)))
+
+
+@contextlib.contextmanager
+def _resolving(model_uri: str):
+    """Turn a model URI that does not resolve into a :class:`ModelNotFoundError` that names the store and the fix."""
     tracking_uri = mlflow.get_tracking_uri()
     where = (f"the tracking store {tracking_uri}" + ("" if os.environ.get("MLFLOW_TRACKING_URI")
                                                      else " (MLFLOW_TRACKING_URI is not set)"))
@@ -284,8 +320,51 @@ def load_estimator(model_uri: str):
         # Checked before MLflow opens the store, which would create an empty one as a side effect.
         raise ModelNotFoundError(f"cannot load {model_uri}: {where} does not exist; {fix}.")
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        yield
     except (MlflowException, OSError) as exc:
         message = exc.message if isinstance(exc, MlflowException) else str(exc)
         raise ModelNotFoundError(f"cannot load {model_uri} from {where}: {message}; {fix}.") from None
-    return model.unwrap_python_model().pipeline_
+
+
+def as_mlflow_model(model: str | Path | None, folder: str | Path) -> str:
+    """A model as MLflow loads it: a URI or MLflow model folder as it is, a skface model written as one.
+
+    The pretrained model and folders saved by :func:`skface.save_pretrained`
+    are written with :func:`save_model`, so the MLflow model carries this
+    skface's code; ``skface serve`` and :func:`skface.spark.score_images`
+    take their ``--model`` / ``model_uri`` through here.
+
+    Parameters
+    ----------
+    model : str, path-like or None
+        None for the pretrained model shipped with the package; a folder
+        saved by :func:`skface.save_pretrained` (``skface train --save``);
+        an MLflow model folder; or an MLflow model URI
+        (``models:/skface@champion``, ``runs:/<run_id>/model``, ``s3://...``).
+    folder : str or path-like
+        Where to write the MLflow model folder when one is needed; it must
+        not exist yet.
+
+    Returns
+    -------
+    uri : str
+        ``model`` itself, or ``folder``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        If ``model`` is none of these.
+    """
+    from ..network.persistence import load_pretrained
+
+    if model is not None:
+        path = Path(model)
+        if (path / "MLmodel").is_file() or (":/" in str(model) and not path.exists()):
+            return str(model)
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"{str(model)!r} is neither a saved model folder (skface train --save), an MLflow model folder "
+                "nor an MLflow model URI (models:/NAME@ALIAS, runs:/RUN_ID/model)."
+            )
+    # A folder that is not a saved skface model fails here, with load_pretrained's message.
+    return str(save_model(load_pretrained(model), folder))

@@ -7,10 +7,13 @@ call these with typed keyword arguments; training itself is
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import mlflow
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.model_selection import ParameterGrid
 
 from ..data.sources import find_utkface, resolve_data, train_test_data
@@ -125,12 +128,15 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
               n_synthetic: int = 2000, image_size: int = 64, color: str = "grayscale", test_split: float = 0.2,
               calibration_split: float = 0.0, balance_age_bands: bool = False, seed: int = 0,
               config: str | None = None, grid_text: str | None = None, registered_model: str = "skface",
-              experiment: str | None = None) -> dict:
+              experiment: str | None = None, backend: str = "local", n_jobs: int = -1) -> dict:
     """The ``sweep`` entry point: a grid over hyperparameters, one child run per trial.
 
     Trials are ranked by their last validation loss (never by the test
     figures); the parent run logs the best trial's params and test figures,
-    logs its model and registers it.
+    logs its model and registers it. The trials run through joblib: one
+    after another in this process, or as Spark tasks at once
+    (``backend="spark"``, :func:`skface.spark.joblib_backend`), each
+    logging its child run from where it runs.
 
     Parameters
     ----------
@@ -142,6 +148,16 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
         At most this many trials of the grid, in its order.
     grid_text : str, optional
         The grid as the user wrote it, logged as a param.
+    backend : {"local", "spark"}, default="local"
+        Where the trials run: one after another in this process, or on the
+        executors of the active Spark session (else one started by
+        :func:`skface.spark.spark_session`: spark-submit's master, ``$MASTER``
+        or ``local[*]``). Spark's executors log to the same tracking store,
+        so on a cluster it must be a tracking server they reach
+        (``MLFLOW_TRACKING_URI=http://...``).
+    n_jobs : int, default=-1
+        With ``backend="spark"``, trials at a time; -1 is as many as the
+        executors run at once.
     data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, balance_age_bands, seed
         As in :func:`run_train`; so are ``config``, ``registered_model`` and ``experiment``.
 
@@ -153,38 +169,70 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
     """
     from .pyfunc import log_model
 
+    if backend not in ("local", "spark"):
+        raise ValueError(f"backend must be 'local' or 'spark', got {backend!r}.")
     set_experiment(experiment)
     with tracked_run() as parent:
-        mlflow.set_tags({**environment_tags(), "skface.entry_point": "sweep"})
+        mlflow.set_tags({**environment_tags(), "skface.entry_point": "sweep", "skface.backend": backend})
         split = train_test_data(data, extra_data=extra_data, test_split=test_split,
                                 calibration_split=calibration_split, balance_age_bands=balance_age_bands, seed=seed,
                                 image_size=image_size, color=color, n_synthetic=n_synthetic)
         log_params({"grid": grid_text or str(grid), "config": config or "none"})
         name_run(f"sweep-{config or params['architecture']}-{split.data.kind}-{len(list(ParameterGrid(grid)))}x")
         trials = list(ParameterGrid(grid))[:max_trials]
-        best = None
-        for number, overrides in enumerate(trials, start=1):
-            trial = ",".join(f"{k}={_as_param(v)}" for k, v in overrides.items())
-            with tracked_run(nested=True, run_name=f"trial-{number}-{trial}"):
-                mlflow.set_tag("skface.entry_point", "sweep-trial")
-                pipeline, figures = _fit_and_log(split, {**params, **overrides}, seed, verbose=0)
-                history = pipeline[-1].history_
-                key = -history["val_loss"][-1] if "val_loss" in history else -history["loss"][-1]
-                mlflow.log_metric("selection_key", key)
-                print(f"trial {number}/{len(trials)} {overrides}: val_loss {-key:.3f}, "
+        where = {"tracking_uri": mlflow.get_tracking_uri(), "experiment_id": parent.info.experiment_id,
+                 "parent_run_id": parent.info.run_id}
+        jobs = (delayed(_trial)(split, {**params, **overrides}, overrides, seed, number, **where)
+                for number, overrides in enumerate(trials, start=1))
+        with _trial_backend(backend, n_jobs):
+            # In this process each trial reports as it ends; Spark's come back together.
+            results = Parallel(n_jobs=1 if backend == "local" else n_jobs, batch_size=1,
+                               return_as="generator" if backend == "local" else "list")(jobs)
+            best = None
+            for trial in results:
+                figures = trial["figures"]
+                print(f"trial {trial['number']}/{len(trials)} {trial['overrides']}: val_loss {-trial['key']:.3f}, "
                       f"test age MAE {figures['test_age_mae']:.2f}, gender acc {figures['test_gender_accuracy']:.3f}")
-                if best is None or key > best[0]:
-                    best = (key, number, overrides, pipeline, figures, mlflow.active_run().info.run_id)
-        key, number, overrides, pipeline, figures, best_run = best
+                if best is None or trial["key"] > best["key"]:
+                    best = trial
+        overrides, figures = best["overrides"], best["figures"]
         mlflow.log_params({f"best_{k}": _as_param(v) for k, v in overrides.items()})
-        mlflow.log_params({"best_trial": number, "best_run_id": best_run, "n_trials": len(trials)})
+        mlflow.log_params({"best_trial": best["number"], "best_run_id": best["run_id"], "n_trials": len(trials)})
         mlflow.log_metrics(figures)
-        info = log_model(pipeline)
+        info = log_model(best["pipeline"])
         version, promoted, reason = register(
             info, registered_model, split.data, figures["test_score"],
             _champion_scorer(split, test_split=test_split, seed=seed, n_synthetic=n_synthetic))
-        return {"run_id": parent.info.run_id, "best_trial": number, "best_params": overrides, "version": version,
-                "promoted": promoted, "reason": reason, "figures": figures, "ui": ui_link(parent)}
+        return {"run_id": parent.info.run_id, "best_trial": best["number"], "best_params": overrides,
+                "version": version, "promoted": promoted, "reason": reason, "figures": figures, "ui": ui_link(parent)}
+
+
+def _trial_backend(backend: str, n_jobs: int):
+    """The joblib backend that the sweep's trials run on."""
+    if backend == "spark":
+        from ..spark import joblib_backend
+
+        return joblib_backend(n_jobs)
+    return contextlib.nullcontext()
+
+
+def _trial(split, params: dict, overrides: dict, seed: int, number: int, *, tracking_uri: str, experiment_id: str,
+           parent_run_id: str) -> dict:
+    """One trial of a sweep in a child run of ``parent_run_id``, in this process or on a Spark executor."""
+    # An executor inherits the environment of a driver that `mlflow run` started, whose run id would make
+    # start_run resume the parent run instead of starting a child.
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    mlflow.set_tracking_uri(tracking_uri)
+    name = ",".join(f"{k}={_as_param(v)}" for k, v in overrides.items())
+    with tracked_run(nested=True, parent_run_id=parent_run_id, experiment_id=experiment_id,
+                     run_name=f"trial-{number}-{name}") as run:
+        mlflow.set_tag("skface.entry_point", "sweep-trial")
+        pipeline, figures = _fit_and_log(split, params, seed, verbose=0)
+        history = pipeline[-1].history_
+        key = -history["val_loss"][-1] if "val_loss" in history else -history["loss"][-1]
+        mlflow.log_metric("selection_key", key)
+    return {"key": key, "number": number, "overrides": overrides, "pipeline": pipeline, "figures": figures,
+            "run_id": run.info.run_id}
 
 
 def _training_data_of(model_uri: str) -> tuple[str | None, str | None]:
