@@ -36,6 +36,11 @@ def parse_args(argv=None):
                         help="UTKFace folder or archive ('synthetic' for a dry run)")
     parser.add_argument("--configs", default="seed,narrow80",
                         help="comma-separated configuration names (the first is the baseline of the ratios)")
+    parser.add_argument("--extra-data", default="../shared/data/utkface-extra",
+                        help="more UTKFace faces for training, given to the configurations that balance age bands "
+                             "(v2) and to those named in --extra-for; the test faces stay --data's")
+    parser.add_argument("--extra-for", default="",
+                        help="comma-separated configurations that also train on --extra-data")
     parser.add_argument("--epochs", type=whole_number, default=0,
                         help="override every configuration's epochs (for a quick look); 0 keeps them")
     parser.add_argument("--test-split", type=float, default=0.2, help="held-out share")
@@ -48,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=whole_number, default=3,
                         help="rounds of prediction timings, each through every configuration in turn")
     args = parser.parse_args(argv)
+    args.extra_for = {name.strip() for name in args.extra_for.split(",") if name.strip()}
+    args.extra_data = [] if args.data == "synthetic" else [args.extra_data]
     if args.rounds < 1 or args.repeats < 1:
         parser.error(f"--rounds and --repeats must be at least 1 (got {args.rounds} and {args.repeats}): "
                      "every figure is a median of timings")
@@ -62,8 +69,9 @@ def main(argv=None) -> int:
 
     from skface import AgeGenderCNN, ImagePreprocessor
     from skface.configurations import get_configuration
-    from skface.data.sources import resolve_data
-    from skface.evaluation import AGE_BANDS, evaluate, stratified_split
+    from skface.data.sources import train_test_data
+    from skface.evaluation import AGE_BANDS, evaluate
+    from skface.network.pipeline import held_out_answers
     from skface.tracking.scoring_requests import request_body
 
     body, jpeg = request_body(200)
@@ -71,21 +79,27 @@ def main(argv=None) -> int:
     configs = {name: get_configuration(name) for name in names}
     results, fitted = {}, {}
     for name, config in configs.items():
-        data = resolve_data(args.data, image_size=config["image_size"], color=config["color"],
-                            n_synthetic=args.n_synthetic, random_state=args.seed)
-        index = np.arange(len(data.target))
-        train, test, _, _ = stratified_split(index, data.target, test_size=args.test_split, random_state=args.seed)
+        # The configuration's own data options (a calibration split, balanced bands), and the extra sources
+        # for those that take them: the test faces are the same for all.
+        data_options = dict(config["data"])
+        if data_options.get("balance_age_bands") or name in args.extra_for:
+            data_options["extra_data"] = args.extra_data
+        split = train_test_data(args.data, test_split=args.test_split, seed=args.seed,
+                                image_size=config["image_size"], color=config["color"],
+                                n_synthetic=args.n_synthetic, **data_options)
         params = {**config["estimator"], "random_state": args.seed}
         if args.epochs:
             params["epochs"] = args.epochs
         estimator = AgeGenderCNN(**params)
-        print(f"\n== {name}: {config['image_size']} px {config['color']}, {params}", flush=True)
+        print(f"\n== {name}: {config['image_size']} px {config['color']}, {params}, {data_options}", flush=True)
         start = time.perf_counter()
-        estimator.fit(data.images[train], data.target[train])
+        estimator.fit(split.X_train, split.y_train)
         seconds = time.perf_counter() - start
-        X_test = data.images[test]
-        y_pred, proba = estimator.predict_with_proba(X_test)
-        figures = evaluate(data.target[test], y_pred, proba)
+        if len(split.X_calibration):
+            estimator.conformalize(split.X_calibration, split.y_calibration)
+        X_test = split.X_test
+        y_pred, proba, intervals = held_out_answers(estimator, X_test)
+        figures = evaluate(split.y_test, y_pred, proba, race=split.race_test, intervals=intervals)
         figures.update(train_seconds=seconds, seconds_per_epoch=seconds / estimator.n_epochs_,
                        epochs=estimator.n_epochs_)
         results[name] = figures
@@ -118,7 +132,9 @@ def main(argv=None) -> int:
     width = 14
     print(f"\n{'':<26}" + "".join(f"{n:>{width}}" for n in results))
     rows = [("age MAE (years)", "age_mae", ".2f"), ("CS@5", "cs5", ".3f"), ("gender accuracy", "gender_accuracy", ".3f"),
-            ("gender ROC AUC", "gender_roc_auc", ".3f"), ("epochs", "epochs", ".0f"),
+            ("gender ROC AUC", "gender_roc_auc", ".3f"), ("gender ECE", "gender_ece", ".3f"),
+            ("80% range coverage", "interval_coverage", ".3f"), ("80% range width", "interval_width", ".1f"),
+            ("epochs", "epochs", ".0f"),
             ("train minutes", "train_seconds", ".1f"), ("seconds per epoch", "seconds_per_epoch", ".1f"),
             ("inference images/s", "images_per_second", ".0f"),
             ("Keras predict, 1 view img/s", "keras_images_per_second", ".0f"),
