@@ -47,6 +47,9 @@ def store(tmp_path_factory):
     mp.delenv("MLFLOW_RUN_ID", raising=False)
     mp.chdir(folder)
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    # The process's active experiment may be another store's: start from this store's default one.
+    mlflow.set_experiment(experiment_id="0")
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     yield folder
     mlflow.set_tracking_uri(None)
     mp.undo()

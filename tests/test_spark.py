@@ -8,6 +8,7 @@ installs one); the error messages for those cases are tested everywhere.
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,14 @@ def spark():
         pytest.skip("Spark needs a Java runtime (17 or newer) and none is on PATH; .ci/run installs one")
     from skface.spark import spark_session
 
+    ctrl_c = signal.getsignal(signal.SIGINT)
     session = spark_session("local[2]", app_name="skface-tests", config={
         "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.driver.memory": "1g",
         "spark.sql.shuffle.partitions": "2"})
     yield session
     session.stop()
+    # SparkContext leaves its own Ctrl-C handler behind; the tests after these expect Python's.
+    signal.signal(signal.SIGINT, ctrl_c)
 
 
 @pytest.fixture(scope="module")
