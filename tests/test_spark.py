@@ -29,6 +29,14 @@ from .scripts import load_script
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _pythons_ctrl_c():
+    """SparkContext installs its own Ctrl-C handler, which stays when the session stops, whichever test started
+    it: the modules after this one get Python's back."""
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="module")
 def spark():
     """One quiet local Spark session for the module: two cores, no UI, no progress bars."""
@@ -38,14 +46,11 @@ def spark():
         pytest.skip("Spark needs a Java runtime (17 or newer) and none is on PATH; .ci/run installs one")
     from skface.spark import spark_session
 
-    ctrl_c = signal.getsignal(signal.SIGINT)
     session = spark_session("local[2]", app_name="skface-tests", config={
         "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.driver.memory": "1g",
         "spark.sql.shuffle.partitions": "2"})
     yield session
     session.stop()
-    # SparkContext leaves its own Ctrl-C handler behind; the tests after these expect Python's.
-    signal.signal(signal.SIGINT, ctrl_c)
 
 
 @pytest.fixture(scope="module")
