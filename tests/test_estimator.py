@@ -296,8 +296,8 @@ def test_compiled_forward_is_cached_per_model_and_goes_with_it():
     first = inference.compiled_forward(model, (8, 8, 1), (), False)
     assert inference.compiled_forward(model, (8, 8, 1), (), False) is first
     assert inference.compiled_forward(model, (8, 8, 1), (), True) is not first
-    age, p_female = inference.predict_age_and_female(model, images)
-    assert age.shape == p_female.shape == (3,)
+    age, p_female, spread = inference.predict_outputs(model, images)
+    assert age.shape == p_female.shape == spread.shape == (3,)
     assert model in inference._FORWARD_CACHE
     entries, alive = len(inference._FORWARD_CACHE), weakref.ref(model)
     del model

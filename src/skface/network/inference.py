@@ -139,9 +139,3 @@ def predict_outputs(model, images: np.ndarray, *, zooms: tuple[float, ...] = (),
                              for i in (0, 1, 2))
     return age, p_female, spread
 
-
-def predict_age_and_female(model, images: np.ndarray, *, zooms: tuple[float, ...] = (),
-                           flip: bool = False, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Age and P(female) of each image of a float32 batch ``(n, h, w, c)``: :func:`predict_outputs` without the
-    spread."""
-    return predict_outputs(model, images, zooms=zooms, flip=flip, chunk=chunk)[:2]
