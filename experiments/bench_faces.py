@@ -2,7 +2,7 @@
 
 Subcommands:
 
-- ``scenes`` (the default): the shipped model on photos built from the test
+- ``scenes`` (the default): the shipped model (or ``--model DIR``) on photos built from the test
   split of crop_part1, measured in one run and printed side by side (see
   "Scenes" below).
 - ``speed``: ms per image of the ``mtcnn`` package as shipped against
@@ -12,6 +12,9 @@ Subcommands:
 - ``detection``: share of UTKFace crops where each detector finds a face.
 - ``template``: the five landmarks' median (and spread) on training crops of
   crop_part1, the figures of src/skface/faces/TEMPLATE.md.
+- ``occlusion``: share of faces found, age MAE and gender accuracy when part
+  of the face is covered (sunglasses, a face mask, half the face), each test
+  crop pasted into a 640x480 photo; see "Occlusion" below.
 - ``tight-crops``: the pretrained model's age MAE and gender accuracy on the
   test crops of crop_part1 given directly, detected and aligned, and through
   the rule that keeps tight crops as they are.
@@ -63,6 +66,19 @@ face through ``predict``; a 1280x900 photo with six faces through
 photo and crop over HTTP through ``mlflow models serve`` on loopback; and each
 ``min_face_size`` variant on both photos).
 
+Occlusion
+---------
+``--samples`` test crops (seed 0), each pasted once per cover at 200 px (a
+face of about 165 px) at a random spot of a 640x480 photo on a plain or
+gradient background, with a flat grey rectangle drawn over it first, in the
+crop's own pixels (UTKFace crops put the eyes at y 58 and the mouth at y 136
+of 200: ``TEMPLATE``): ``sunglasses`` covers x 25-175, y 35-80; ``face mask``
+x 30-170, y 95-200 (nose, mouth, chin); ``half face`` the left half. A face
+counts as found when a detected box overlaps its true region with IoU >= 0.3;
+its age and gender are those of that box. The same crops without a cover are
+the baseline of the same run. Profiles cannot be built this way and are not
+measured.
+
 Full run (about 4 minutes on 2 cores):
 ``python experiments/bench_faces.py scenes --data ../shared/data/utkface-crop_part1``.
 Dry run: ``python experiments/bench_faces.py --data synthetic --scenes 3 --serve false``.
@@ -103,7 +119,8 @@ RELATIVE_BINS = ((0.0, 0.07), (0.07, 0.1), (0.1, 2.0))
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("command", nargs="?", default="scenes",
-                        choices=("scenes", "speed", "detection", "template", "tight-crops"), help="what to measure")
+                        choices=("scenes", "speed", "detection", "template", "tight-crops", "occlusion"),
+                        help="what to measure")
     parser.add_argument("--data", default=str(UTKFACE),
                         help="folder of UTKFace crop_part1 images; 'synthetic' (scenes only) for a dry run on "
                              "skface.make_synthetic_faces")
@@ -126,9 +143,12 @@ def parse_args(argv=None):
                         help="scenes: also time requests to `mlflow models serve` (starting it takes a minute)")
     parser.add_argument("--shipped-mtcnn", type=boolean, nargs="?", const=True, default=True,
                         help="scenes: also time the `mtcnn` package as shipped on the 640x480 photo")
+    parser.add_argument("--model", default=None,
+                        help="scenes, tight-crops: a folder written by save_pretrained to measure instead of the "
+                             "shipped model")
     parser.add_argument("--seed", type=whole_number, default=0, help="scenes: seed of the scenes")
     parser.add_argument("--samples", type=whole_number, default=2000,
-                        help="detection/template: training crops drawn (seed 0)")
+                        help="detection/template: training crops drawn (seed 0); occlusion: test crops")
     parser.add_argument("--max-scale-change", type=float, default=0.15,
                         help="tight-crops: |log scale| under which a face counts as already aligned")
     parser.add_argument("--max-rotation", type=float, default=10.0,
@@ -297,7 +317,7 @@ def tight_crops(args) -> None:
     from skface.faces.alignment import template_offset
 
     _, paths, _, y_test, direct = split(args.data)
-    pipeline = load_pretrained()
+    pipeline = load_pretrained(args.model)
     model = pipeline.named_steps["model"]
     preprocess = ImagePreprocessor(image_size=80, color="rgb")
     detector = FaceDetector()
@@ -328,6 +348,55 @@ def tight_crops(args) -> None:
         mae = np.mean(np.abs(predicted[:, 0] - y_test[:, 0]))
         accuracy = np.mean(predicted[:, 1] == y_test[:, 1])
         print(f"{name:35s} {mae:7.3f}   {100 * accuracy:8.2f} %   {len(images)}")
+
+
+# --------------------------------------------------------------------------- occlusion
+
+#: Covers drawn over a 200x200 crop before it is pasted: ``(x0, y0, x1, y1)`` in the crop's pixels, or None.
+COVERS = {"none": None, "sunglasses": (25, 35, 175, 80), "face mask": (30, 95, 170, 200), "half face": (0, 0, 100, 200)}
+
+
+def occlusion(args) -> None:
+    from tqdm.auto import tqdm
+
+    from skface import load_pretrained
+    from skface.faces import load_rgb
+    from skface.network.measure import cpu_name
+    from skface.network.pipeline import predict_rows
+
+    _, paths, _, y_test, _ = split(args.data)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(paths), size=min(args.samples, len(paths)), replace=False)
+    pipeline = load_pretrained(args.model)
+    side = 200
+    tally = {name: {"found": 0, "errors": [], "correct": []} for name in COVERS}
+    for index in tqdm(picks, desc="occlusion", unit="crop", dynamic_ncols=True):
+        crop = load_rgb(paths[index])
+        kind = ("plain", "gradient")[int(rng.integers(2))]
+        background = make_background(kind, 480, 640, rng)
+        x, y = int(rng.integers(0, 640 - side + 1)), int(rng.integers(0, 480 - side + 1))
+        truth = face_region(x, y, side)
+        for name, cover in COVERS.items():
+            covered = crop.copy()
+            if cover is not None:
+                x0, y0, x1, y1 = cover
+                covered[y0:y1, x0:x1] = 128
+            row = predict_rows(pipeline, [compose(background, [covered], [(x, y, side)])])[0]
+            faces = row["faces"] or []
+            matched = match_faces([truth], [face["box"] for face in faces])
+            if 0 in matched:
+                face = faces[matched[0]]
+                tally[name]["found"] += 1
+                tally[name]["errors"].append(abs(face["age"] - y_test[index, 0]))
+                tally[name]["correct"].append(int(face["gender"] == "female") == y_test[index, 1])
+    print(f"\nCPU: {cpu_name()}, {os.cpu_count()} cores; {len(picks)} test crops of {args.data}, each in a "
+          f"640x480 photo at {side} px, under each cover")
+    print(f"{'cover':12s} {'found':>8s} {'age MAE':>9s} {'gender acc':>11s}   (of the faces found)")
+    for name, counts in tally.items():
+        found = counts["found"] / len(picks)
+        mae = np.mean(counts["errors"]) if counts["errors"] else float("nan")
+        accuracy = 100 * np.mean(counts["correct"]) if counts["correct"] else float("nan")
+        print(f"{name:12s} {100 * found:7.1f}% {mae:9.2f} {accuracy:10.1f}%")
 
 
 # --------------------------------------------------------------------------- scenes: building
@@ -634,7 +703,7 @@ def scenes(args) -> None:
     from skface.network.pipeline import predict_rows
 
     crops, labels, jpegs, source = load_test_split(args.data, args.n_synthetic, args.seed)
-    shipped = load_pretrained()
+    shipped = load_pretrained(args.model)
     variants = variants_of(args)
     pipelines = variant_pipelines(shipped, variants)
     print(f"Building {args.scenes} scenes from the {source}", flush=True)
@@ -842,7 +911,7 @@ def main(argv=None) -> int:
     if args.command != "speed" and args.data != "synthetic" and not Path(args.data).is_dir():
         sys.exit(f"no UTKFace folder at {args.data}; pass --data with crop_part1's folder (or --data synthetic).")
     commands = {"scenes": scenes, "speed": speed, "detection": detection, "template": template,
-                "tight-crops": tight_crops}
+                "tight-crops": tight_crops, "occlusion": occlusion}
     commands[args.command](args)
     return 0
 

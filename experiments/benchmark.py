@@ -69,9 +69,8 @@ def main(argv=None) -> int:
 
     from skface import AgeGenderCNN, ImagePreprocessor
     from skface.configurations import get_configuration
-    from skface.data.sources import train_test_data
     from skface.evaluation import AGE_BANDS, evaluate
-    from skface.network.pipeline import held_out_answers
+    from skface.network.pipeline import held_out_answers, training_data
     from skface.tracking.scoring_requests import request_body
 
     body, jpeg = request_body(200)
@@ -84,9 +83,9 @@ def main(argv=None) -> int:
         data_options = dict(config["data"])
         if data_options.get("balance_age_bands") or name in args.extra_for:
             data_options["extra_data"] = args.extra_data
-        split = train_test_data(args.data, test_split=args.test_split, seed=args.seed,
-                                image_size=config["image_size"], color=config["color"],
-                                n_synthetic=args.n_synthetic, **data_options)
+        split = training_data(data=args.data, test_split=args.test_split, seed=args.seed,
+                              image_size=config["image_size"], color=config["color"],
+                              n_synthetic=args.n_synthetic, **data_options)
         params = {**config["estimator"], "random_state": args.seed}
         if args.epochs:
             params["epochs"] = args.epochs

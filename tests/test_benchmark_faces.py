@@ -72,3 +72,17 @@ def test_synthetic_data_is_for_scenes_only(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["template", "--data", "synthetic"])
     assert "--data synthetic is for the scenes dry run" in capsys.readouterr().err
+
+
+def test_occlusion_finds_the_uncovered_portrait_and_prints_each_cover(tmp_path, capsys):
+    # A folder named like UTKFace whose crops are the public-domain portrait, brightened a little more each time.
+    portrait = Image.open(bench.ASTRONAUT).convert("RGB").crop((138, 30, 310, 202)).resize((200, 200))
+    for i in range(20):
+        age, gender = (8, 30)[i % 2], (i // 2) % 2
+        brighter = np.clip(np.asarray(portrait, dtype=int) + i, 0, 255).astype(np.uint8)
+        Image.fromarray(brighter).save(tmp_path / f"{age}_{gender}_0_2017011{i % 10}1{i:08d}.jpg.chip.jpg")
+    assert bench.main(["occlusion", "--data", str(tmp_path), "--samples", "2"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] in (["none"], ["sunglasses"], ["face"], ["half"])}
+    assert set(rows) == {"none", "sunglasses", "face", "half"}
+    assert rows["none"][1] == "100.0%"

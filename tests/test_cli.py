@@ -49,10 +49,12 @@ def test_train_with_extra_data_and_calibration_gives_age_ranges(tmp_path, capsys
     write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
     write_synthetic_utkface(tmp_path / "more", 30, image_size=32, random_state=1)
     assert main(["train", "--data", str(tmp_path / "faces"), "--extra-data", str(tmp_path / "more"),
-                 "--calibration-split", "0.25", "--balance-age-bands", "--image-size", "16", "--epochs", "1",
+                 "--calibration-split", "0.25", "--balance-age-bands", "--aligned-views", "--image-size", "16",
+                 "--epochs", "1",
                  "--age-head", "dex", "--save", str(tmp_path / "model")]) == 0
     out = capsys.readouterr().out
     assert "Data: 70 faces from" in out and re.search(r"calibrated on 1[5-6] others", out)
+    assert re.search(r"on \d+ faces, each also as the face step aligns it", out)
     assert "80% range coverage" in out and "gender ECE" in out
     Image.new("RGB", (40, 40)).save(tmp_path / "a.jpg")
     assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(tmp_path / "model")]) == 0

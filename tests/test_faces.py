@@ -248,3 +248,23 @@ def test_min_face_pixels_finds_a_face_smaller_than_min_face_size():
     assert len(found) == 1 and abs(found[0].box[0] - 606) < 6 and abs(found[0].box[2] - 30) < 6
     with pytest.raises(ValueError, match="min_face_pixels must be None or an integer of at least 12"):
         FaceDetector(min_face_pixels=4).detect(photo)
+
+
+def test_aligned_views_undo_a_tilt_that_a_plain_resize_keeps(astronaut):
+    from skface import ImagePreprocessor
+    from skface.faces import aligned_views
+
+    portrait = Image.fromarray(astronaut).crop((100, 0, 356, 256)).resize((CROP_SIZE, CROP_SIZE))
+    tilted = portrait.rotate(25, resample=Image.Resampling.BILINEAR, fillcolor=(90, 90, 90))
+    blank = np.full((CROP_SIZE, CROP_SIZE, 3), 200, dtype=np.uint8)
+    images = [np.asarray(portrait), np.asarray(tilted), blank]
+    views = aligned_views(images, image_size=32, color="rgb")
+    plain = ImagePreprocessor(image_size=32, color="rgb").transform(images)
+    assert views.shape == (3, 32, 32, 3) and views.dtype == np.uint8
+
+    def difference(a, b):
+        return np.abs(a[8:24, 8:24].astype(int) - b[8:24, 8:24]).mean()  # the face's centre
+
+    # Warped onto the template, the tilted face looks like the upright one; resized, it does not.
+    assert difference(views[0], views[1]) < 0.5 * difference(plain[0], plain[1])
+    assert np.array_equal(views[2], plain[2])  # no face: the image as it is

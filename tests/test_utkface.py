@@ -899,3 +899,27 @@ def test_extra_sources_need_a_utkface_source():
 
     with pytest.raises(ValueError, match="extra_data adds UTKFace faces to UTKFace faces"):
         train_test_data("synthetic", extra_data=["elsewhere"], n_synthetic=20, image_size=8)
+
+
+def test_a_second_view_doubles_the_training_faces_only():
+    from skface.data.sources import train_test_data
+    from skface.faces import aligned_views
+
+    kwargs = {"n_synthetic": 40, "image_size": 16, "color": "rgb", "verbose": False, "calibration_split": 0.2}
+    plain = train_test_data("synthetic", **kwargs)
+    both = train_test_data("synthetic", second_view=aligned_views, **kwargs)
+    n = len(plain.X_train)
+    assert both.X_train.shape == (2 * n, 16, 16, 3) and np.array_equal(both.X_train[:n], plain.X_train)
+    assert np.array_equal(both.y_train, np.concatenate([plain.y_train, plain.y_train]))
+    for name in ("X_test", "y_test", "X_calibration", "y_calibration"):
+        assert np.array_equal(both[name], plain[name]), name
+
+
+def test_a_second_view_of_the_wrong_shape_is_refused():
+    from skface.data.sources import train_test_data
+
+    def views(images, *, image_size, color, verbose):
+        return np.zeros((len(images), image_size + 1, image_size, 3), dtype=np.uint8)
+
+    with pytest.raises(ValueError, match=r"second_view must return uint8 images of shape \(\d+, 16, 16, 3\)"):
+        train_test_data("synthetic", n_synthetic=20, image_size=16, color="rgb", verbose=False, second_view=views)

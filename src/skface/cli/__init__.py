@@ -185,10 +185,10 @@ def _score_spark(args) -> int:
 
 
 def _train(args) -> int:
-    from ..data.sources import SyntheticDataWarning, train_test_data
+    from ..data.sources import SyntheticDataWarning
     from ..evaluation import evaluate
     from ..network.persistence import save_pretrained
-    from ..network.pipeline import held_out_answers, train_pipeline
+    from ..network.pipeline import held_out_answers, train_pipeline, training_data
     from .options import training_arguments
     from .report import print_figures
 
@@ -199,7 +199,7 @@ def _train(args) -> int:
     with warnings.catch_warnings():
         # Said below in this command's own words.
         warnings.simplefilter("ignore", SyntheticDataWarning)
-        split = train_test_data(**kwargs)
+        split = training_data(**kwargs)
     data = split.data
     if data.kind == "synthetic":
         print(f"Data: {len(data.images)} synthetic faces. A model trained on them knows nothing about "
@@ -216,7 +216,9 @@ def _train(args) -> int:
     y_train = split.y_train
     baseline = np.column_stack([np.full(len(split.y_test), np.median(y_train[:, 0])),
                                 np.full(len(split.y_test), float(y_train[:, 1].mean() >= 0.5))])
-    print(f"\nTrained {estimator.n_epochs_} epochs on {len(split.X_train)} faces in {seconds:.1f} s"
+    trained = (f"{len(split.X_train) // 2} faces, each also as the face step aligns it" if kwargs["aligned_views"]
+               else f"{len(split.X_train)} faces")
+    print(f"\nTrained {estimator.n_epochs_} epochs on {trained}, in {seconds:.1f} s"
           + (f"; calibrated on {len(split.X_calibration)} others." if len(split.X_calibration) else "."))
     print(f"Held-out figures on {len(split.X_test)} faces (stratified by age band and gender):")
     print_figures(figures, evaluate(split.y_test, baseline))
@@ -227,6 +229,7 @@ def _train(args) -> int:
             "data_digest": data.digest,
             "configuration": config,
             "seed": kwargs["seed"],
+            "aligned_views": kwargs["aligned_views"],
             "n_train": int(len(split.X_train)),
             "n_test": int(len(split.X_test)),
             "n_calibration": int(len(split.X_calibration)),

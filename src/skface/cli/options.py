@@ -36,9 +36,10 @@ COMMAND_LINE_DEFAULTS = {
 
 #: The data options, with their defaults: every training command takes these.
 DATA_DEFAULTS = {"data": "auto", "extra_data": "none", "n_synthetic": 2000, "image_size": 64, "color": "grayscale",
-                 "test_split": 0.2, "calibration_split": 0.0, "balance_age_bands": False, "seed": 0}
+                 "test_split": 0.2, "calibration_split": 0.0, "balance_age_bands": False, "aligned_views": False,
+                 "seed": 0}
 # The data options that a configuration may set (its "data" entry), beside the image size and colour.
-CONFIGURED_DATA = ("calibration_split", "balance_age_bands")
+CONFIGURED_DATA = ("calibration_split", "balance_age_bands", "aligned_views")
 
 
 def whole_number(text) -> int:
@@ -217,6 +218,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balance-age-bands", type=boolean, nargs="?", const=True, default=d["balance_age_bands"],
                         help="repeat the training faces of the age bands that --extra-data dilutes, up to their "
                              "share in --data's training part")
+    parser.add_argument("--aligned-views", type=boolean, nargs="?", const=True, default=d["aligned_views"],
+                        help="also train on each training face as the face step gives a photo's face to the network "
+                             "(found and warped onto the template), so that photos are answered as well as crops; "
+                             "doubles the training faces")
     parser.add_argument("--seed", type=whole_number, default=d["seed"],
                         help="seed of the data split, synthetic faces and training")
 
@@ -267,7 +272,7 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     kwargs : dict
         ``data``, ``extra_data`` (a list), ``n_synthetic``, ``image_size``,
         ``color``, ``test_split``, ``calibration_split``,
-        ``balance_age_bands``, ``seed``, ``config`` (a name or None) and
+        ``balance_age_bands``, ``aligned_views``, ``seed``, ``config`` (a name or None) and
         ``params`` (AgeGenderCNN's hyperparameters).
     """
     options = estimator_options(command)

@@ -11,7 +11,7 @@ from sklearn.utils import Bunch
 
 from ..exceptions import UTKFaceError
 from .synthetic import make_synthetic_faces
-from .utkface import load_utkface
+from .utkface import CROP_SIZE, load_utkface
 
 _ARCHIVES = (".zip", ".tar.gz", ".tgz", ".tar")
 
@@ -136,7 +136,7 @@ def resolve_data(
 
 
 def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.2, calibration_split: float = 0.0,
-                    balance_age_bands: bool = False, seed: int = 0, **kwargs) -> Bunch:
+                    balance_age_bands: bool = False, second_view=None, seed: int = 0, **kwargs) -> Bunch:
     """:func:`resolve_data` split into training and test faces, stratified by age band and gender.
 
     Every training command splits this way, so that the same ``data`` and
@@ -161,6 +161,15 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
         Repeat the training faces of age bands that the extra sources dilute,
         towards their share of ``data``'s training part (see
         :func:`balanced_index`).
+    second_view : callable, optional
+        Train on two views of each training face: as it is, and as
+        ``second_view(images, image_size=..., color=..., verbose=...)`` gives
+        it from the face at the full resolution of a UTKFace crop (200 px RGB:
+        the sources are decoded again, through the cache).
+        :func:`skface.faces.aligned_views`, the face as the face step hands a
+        photo's face to the network, is the one skface trains with
+        (``skface train --aligned-views``). Doubles the training faces; the
+        test and calibration faces stay as they are.
     seed : int, default=0
         Seed of the splits, of the repeats and of the synthetic faces.
     **kwargs
@@ -198,9 +207,32 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
         train, calibration = np.sort(train), np.sort(calibration)
     if balance_age_bands:
         train = train[balanced_index(faces.target[train], reference, random_state=seed)]
-    return Bunch(data=faces, X_train=faces.images[train], X_test=faces.images[test], y_train=faces.target[train],
+    X_train, y_train = faces.images[train], faces.target[train]
+    if second_view is not None:
+        X_train = np.concatenate([X_train, _second_views(second_view, data, extra_data, faces, train, seed=seed,
+                                                         **kwargs)])
+        y_train = np.concatenate([y_train, y_train])
+    return Bunch(data=faces, X_train=X_train, X_test=faces.images[test], y_train=y_train,
                  y_test=faces.target[test], test_filenames=np.asarray(faces.filenames)[test], race_test=faces.race[test],
                  X_calibration=faces.images[calibration], y_calibration=faces.target[calibration])
+
+
+def _second_views(view, data: str, extra_data: list, faces: Bunch, rows: np.ndarray, *, seed: int,
+                  image_size: int = 64, color: str = "grayscale", verbose: bool = True, **kwargs) -> np.ndarray:
+    """``view`` of ``faces``'s ``rows``, from the same data decoded at the size of a UTKFace crop, in RGB."""
+    size = CROP_SIZE
+    full = resolve_data(data, random_state=seed, image_size=size, color="rgb", verbose=verbose, **kwargs)
+    if extra_data:
+        full = _with_extra_sources(full, extra_data, image_size=size, color="rgb", verbose=verbose)
+    if list(full.filenames) != list(faces.filenames) or not np.array_equal(full.target, faces.target):
+        raise UTKFaceError(f"{faces.source} changed while it was read; train again.")
+    unique, inverse = np.unique(rows, return_inverse=True)
+    views = np.asarray(view(full.images[unique], image_size=image_size, color=color, verbose=verbose))
+    expected = (len(unique), image_size, image_size, faces.images.shape[-1])
+    if views.shape != expected or views.dtype != np.uint8:
+        raise ValueError(f"second_view must return uint8 images of shape {expected}, one per face; got "
+                         f"{views.dtype} of shape {views.shape}.")
+    return views[inverse]
 
 
 def _with_extra_sources(faces: Bunch, extra_data: list, *, image_size: int = 64, color: str = "grayscale",

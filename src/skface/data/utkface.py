@@ -41,6 +41,8 @@ __all__ = [
 #: Oldest plausible age in years; a file name with a higher age is skipped.
 #: (The oldest person in UTKFace is 116.)
 MAX_AGE = 120
+#: Side of UTKFace's aligned and cropped faces, in pixels.
+CROP_SIZE = 200
 
 #: Default of ``load_utkface(max_file_bytes=...)``: 20 MB, far above a face
 #: crop (UTKFace's are about 10-50 KB) and a full camera photo.

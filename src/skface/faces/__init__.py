@@ -6,13 +6,15 @@
 - :class:`FaceAligner`: a scikit-learn transformer from images to the aligned
   crop of each image's most prominent face.
 - :func:`find_faces`: every face of one image with its aligned crop.
+- :func:`aligned_views`: face crops as the face step gives photos' faces to the network,
+  for training on both.
 - :func:`load_rgb`: one image decoded at full resolution.
 - :func:`draw_faces`: boxes and labels drawn on a photo.
 
 This subpackage imports TensorFlow; ``import skface`` does not import it.
 """
 
-from .aligner import AlignedFace, FaceAligner, NoFaceError, find_faces
+from .aligner import AlignedFace, FaceAligner, NoFaceError, aligned_views, find_faces
 from .alignment import CROP_SIZE, TEMPLATE, align_face, similarity_transform
 from .decoding import load_rgb
 from .detector import LANDMARK_NAMES, Face, FaceDetector
@@ -22,6 +24,7 @@ __all__ = [
     "AlignedFace",
     "FaceAligner",
     "NoFaceError",
+    "aligned_views",
     "find_faces",
     "CROP_SIZE",
     "Face",

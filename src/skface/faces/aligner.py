@@ -1,4 +1,4 @@
-"""From whole images to aligned face crops: :class:`FaceAligner` and :func:`find_faces`."""
+"""From whole images to aligned face crops: :class:`FaceAligner`, :func:`find_faces` and :func:`aligned_views`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from numbers import Real
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ..data.imaging import MAX_PIXELS
-from ..data.preprocessing import image_items
+from ..data.imaging import MAX_PIXELS, n_channels
+from ..data.preprocessing import ImagePreprocessor, image_items
 from ..exceptions import ImageDecodeError
 from .alignment import align_face, template_offset
 from .decoding import load_rgb
@@ -80,6 +80,52 @@ def find_faces(image, *, detector: FaceDetector | None = None) -> list[AlignedFa
     faces = (detector or FaceDetector()).detect(rgb)
     return [AlignedFace(box=face.box, confidence=face.confidence, landmarks=face.landmarks,
                         crop=align_face(rgb, face.landmarks)) for face in faces]
+
+
+def aligned_views(images, *, image_size: int, color: str, verbose: bool = False) -> np.ndarray:
+    """Each face image as the face step hands a photo's face to the network: found, warped, resized.
+
+    The network answers two kinds of input: tight crops, which
+    :class:`FaceAligner` keeps in their own alignment, and the faces of
+    photos, which it warps onto :data:`skface.faces.TEMPLATE`. Training on
+    both views of each face (``train_test_data(second_view=aligned_views)``,
+    ``skface train --aligned-views``) teaches the network the second kind
+    too, instead of only the crops' own layout.
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (h, w, 3), dtype uint8
+        RGB face crops at full resolution (UTKFace's are 200x200), as
+        ``load_utkface(..., image_size=200, color="rgb")`` gives them.
+    image_size : int
+        Side of the network's input.
+    color : {"grayscale", "rgb"}
+        Colour of the network's input.
+    verbose : bool, default=False
+        A progress bar (about 12 ms a face on a 2-core CPU).
+
+    Returns
+    -------
+    views : ndarray of shape (n, image_size, image_size, c), dtype uint8
+        Each image's largest face warped onto the template, then resized as
+        :class:`skface.ImagePreprocessor` resizes; an image where no face
+        is found (about 1% of UTKFace crops, mostly babies) resized whole,
+        as ``FaceAligner(on_no_face="keep")`` answers it.
+    """
+    from tqdm.auto import tqdm
+
+    aligner = FaceAligner(tight_crop_tolerance=None, on_no_face="keep")
+    detector = aligner._check_params()
+    preprocess = ImagePreprocessor(image_size=image_size, color=color)
+    views = np.empty((len(images), image_size, image_size, n_channels(color)), dtype=np.uint8)
+    progress = tqdm(images, desc="Aligning faces", unit="face", disable=not verbose, mininterval=1.0)
+    for index, image in enumerate(progress):
+        try:
+            face = aligner._faces(image, detector)[0].crop
+        except NoFaceError:  # faces found, none of which a similarity can place
+            face = image
+        views[index] = preprocess.transform([face])[0]
+    return views
 
 
 class FaceAligner(TransformerMixin, BaseEstimator):

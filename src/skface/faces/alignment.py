@@ -21,8 +21,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-#: Side of a UTKFace crop, the frame of :data:`TEMPLATE`, in pixels.
-CROP_SIZE = 200
+from ..data.utkface import CROP_SIZE  # the frame of TEMPLATE, in pixels
 
 #: Median position ``(x, y)`` of the left eye, right eye, nose, left and right
 #: mouth corners in 200x200 UTKFace crops (pixel centres at integers), measured

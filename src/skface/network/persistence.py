@@ -444,7 +444,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
             raise PretrainedModelError(
                 f"the pretrained model is missing from this installation (expected {MODEL_FILE} and "
                 f"{PARAMS_FILE} in {folder}); reinstall skface, or train one with "
-                "`skface train --config narrow80cal --data PATH --save DIR` and load it with load_pretrained(DIR)."
+                "`skface train --config narrow80aligned --data PATH --save DIR` and load it with load_pretrained(DIR)."
             )
         raise PretrainedModelError(
             f"{folder} holds no saved skface model: expected {MODEL_FILE} and {PARAMS_FILE} "

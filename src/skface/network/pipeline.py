@@ -55,6 +55,28 @@ def make_pipeline(estimator: AgeGenderCNN, *, image_size: int, color: str, faces
     return Pipeline(steps)
 
 
+def training_data(*, aligned_views: bool = False, **kwargs):
+    """The training and test faces of every training command: :func:`skface.data.sources.train_test_data`.
+
+    Parameters
+    ----------
+    aligned_views : bool, default=False
+        Also train on each training face as the face step hands a photo's
+        face to the network: ``second_view=``:func:`skface.faces.aligned_views`.
+    **kwargs
+        The other arguments of ``train_test_data``.
+
+    Returns
+    -------
+    split : Bunch
+        As ``train_test_data`` returns it.
+    """
+    from ..data.sources import train_test_data
+    from ..faces import aligned_views as face_step_view
+
+    return train_test_data(second_view=face_step_view if aligned_views else None, **kwargs)
+
+
 def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: str, seed: int,
                    verbose: int = 1, callbacks: list | None = None,
                    calibration: tuple | None = None) -> tuple[Pipeline, float]:
