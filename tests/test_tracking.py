@@ -450,3 +450,18 @@ def test_killing_mlflow_run_stops_the_training_and_registers_nothing(tmp_path):
         if parent is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_a_stop_whose_interruption_was_lost_still_ends_the_training():
+    # A KeyboardInterrupt raised inside a finalizer is swallowed by Python; the flag that the stop sets is not.
+    from skface.tracking import runs
+    from skface.tracking.callbacks import MlflowMetricsCallback
+
+    callback = MlflowMetricsCallback()
+    callback.on_train_batch_end(0)  # no stop: nothing happens
+    runs._STOP_REQUESTED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            callback.on_train_batch_end(1)
+    finally:
+        runs._STOP_REQUESTED.clear()

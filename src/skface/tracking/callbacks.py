@@ -10,13 +10,21 @@ from ..quiet import import_tensorflow_quietly
 import_tensorflow_quietly()
 import keras  # noqa: E402  (after the quiet import above)
 
+from .runs import stop_requested  # noqa: E402
+
 
 class MlflowMetricsCallback(keras.callbacks.Callback):
     """Log every epoch's losses, metrics and learning rate to the active MLflow run.
 
     Epochs are logged with ``step`` = the epoch number, counted from 1, so a
-    run that is stopped keeps every epoch it finished.
+    run that is stopped keeps every epoch it finished. After each batch it
+    also stops the training when the run was stopped (Ctrl-C, SIGTERM, or
+    ``mlflow run`` killed) but the interruption was lost on the way.
     """
+
+    def on_train_batch_end(self, batch, logs=None):
+        if stop_requested():
+            raise KeyboardInterrupt("stopped")
 
     def on_epoch_end(self, epoch, logs=None):
         values = {name: float(value) for name, value in (logs or {}).items() if np.isscalar(value)}

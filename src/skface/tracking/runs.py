@@ -24,6 +24,9 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 # Ctrl-C and SIGTERM stop a tracked run. How often, in seconds, a run started by `mlflow run` checks that
 # `mlflow run` is still there.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Set by a stop: a KeyboardInterrupt raised where Python swallows it (a finalizer run inside TensorFlow, say) would
+# otherwise be lost with the handlers already ignoring more stops; the training checks this flag after each batch.
+_STOP_REQUESTED = threading.Event()
 PARENT_CHECK_SECONDS = 1.0
 
 
@@ -45,6 +48,7 @@ def tracked_run(**kwargs):
             if signal.getsignal(signum) in (default, None):  # the user's own handlers stay
                 installed[signum] = signal.signal(signum, _stop)
     stopped = threading.Event()
+    _STOP_REQUESTED.clear()
     try:
         if installed and os.environ.get("MLFLOW_RUN_ID") and not kwargs.get("nested", False):
             threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stopped), daemon=True,
@@ -90,8 +94,14 @@ def stops_ignored():
             signal.signal(signum, handler)
 
 
+def stop_requested() -> bool:
+    """Whether a Ctrl-C or SIGTERM has stopped the :func:`tracked_run` in progress."""
+    return _STOP_REQUESTED.is_set()
+
+
 def _stop(signum, frame):
     # The first stop raises; later ones are ignored until tracked_run restores the handlers.
+    _STOP_REQUESTED.set()
     for other in _STOP_SIGNALS:
         if signal.getsignal(other) is _stop:
             signal.signal(other, signal.SIG_IGN)
