@@ -465,3 +465,28 @@ def test_a_stop_whose_interruption_was_lost_still_ends_the_training():
             callback.on_train_batch_end(1)
     finally:
         runs._STOP_REQUESTED.clear()
+
+
+def test_a_dataset_another_trial_inserted_at_the_same_moment_is_still_linked(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from skface.data.sources import resolve_data
+    from skface.tracking import runs
+
+    real, calls = mlflow.log_input, []
+
+    def racing(*args, **kwargs):  # the first insert loses the race on the store's unique key
+        calls.append(1)
+        if len(calls) == 1:
+            raise MlflowException("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        data = resolve_data("synthetic", n_synthetic=10, image_size=8, verbose=False)
+        with mlflow.start_run() as run:
+            runs.log_data(data, n_train=8, n_test=2, n_val=0)
+        assert len(calls) == 2 and len(MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs) == 1
+    finally:
+        mlflow.set_tracking_uri(None)

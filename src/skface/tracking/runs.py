@@ -13,6 +13,7 @@ from importlib import metadata
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from .. import __version__
 from ..quiet import import_tensorflow_quietly
@@ -228,6 +229,11 @@ def log_data(data, n_train: int, n_test: int, n_val: int, n_calibration: int = 0
         dataset = mlflow.data.from_numpy(
             data.images, targets=data.target, source=data.source if data.kind == "utkface" else None, name=data.name
         )
-    mlflow.log_input(dataset, context="training")
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException:
+        # Trials running at once (a sweep on Spark) may insert the same dataset into the store together, and all but
+        # one hit its unique key; the dataset is there now, so linking it again succeeds.
+        mlflow.log_input(dataset, context="training")
     if data.skipped:
         mlflow.log_text("\n".join(f"{name}\t{reason}" for name, reason in data.skipped) + "\n", "data/skipped.tsv")
