@@ -467,7 +467,7 @@ def test_a_stop_whose_interruption_was_lost_still_ends_the_training():
         runs._STOP_REQUESTED.clear()
 
 
-def test_a_dataset_another_trial_inserted_at_the_same_moment_is_still_linked(tmp_path, monkeypatch):
+def test_a_dataset_another_trial_inserted_at_the_same_moment_is_still_linked(store, monkeypatch):
     from mlflow.exceptions import MlflowException
 
     from skface.data.sources import resolve_data
@@ -482,11 +482,7 @@ def test_a_dataset_another_trial_inserted_at_the_same_moment_is_still_linked(tmp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mlflow, "log_input", racing)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        data = resolve_data("synthetic", n_synthetic=10, image_size=8, verbose=False)
-        with mlflow.start_run() as run:
-            runs.log_data(data, n_train=8, n_test=2, n_val=0)
-        assert len(calls) == 2 and len(MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs) == 1
-    finally:
-        mlflow.set_tracking_uri(None)
+    data = resolve_data("synthetic", n_synthetic=10, image_size=8, verbose=False)
+    with mlflow.start_run() as run:
+        runs.log_data(data, n_train=8, n_test=2, n_val=0)
+    assert len(calls) == 2 and len(MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs) == 1
