@@ -211,3 +211,36 @@ def test_predict_with_a_registered_model_that_does_not_exist(tmp_path, capsys, m
         assert "cannot load models:/nobody@champion from the tracking store" in err and "nobody" in err
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_train_fine_tunes_a_saved_model_and_records_where_it_started(trained, tmp_path, capsys):
+    from skface.network.persistence import read_metadata
+
+    base = load_pretrained(trained)[-1]
+    # Only what changes is given: the image size, batch size and network are the saved model's.
+    assert main(["train", "--data", "synthetic", "--n-synthetic", "80", "--epochs", "30", "--learning-rate", "1e-4",
+                 "--init-model", str(trained), "--save", str(tmp_path / "tuned")]) == 0
+    out = capsys.readouterr().out
+    assert f"Fine-tuning {trained}: 16 px grayscale" in out and f"Fine-tuned {trained}: 30 epochs on 64 faces" in out
+    tuned = load_pretrained(tmp_path / "tuned")[-1]
+    assert base.epochs == 1 and base.learning_rate == 1e-3
+    assert (tuned.epochs, tuned.learning_rate, tuned.batch_size, tuned.warm_start) == (30, 1e-4, 16, False)
+    changed = [not np.array_equal(a, b) for a, b in zip(base.model_.get_weights(), tuned.model_.get_weights())]
+    assert any(changed) and len(changed) == len(base.model_.get_weights())
+    lineage = read_metadata(tmp_path / "tuned")["init_model"]
+    assert lineage["path"] == str(trained) and lineage["data"] == "synthetic" and lineage["n_train"] == 64
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--filters", "8,16"], "warm_start=True goes on training the fitted network, but the parameters that shape it"),
+    (["--image-size", "24"], "reads 16 px grayscale images, not 24 px grayscale; train with its image size"),
+])
+def test_fine_tuning_another_network_is_refused_before_the_data_is_read(trained, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "synthetic", "--init-model", str(trained), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fine_tuning_a_missing_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--data", "synthetic", "--init-model", str(tmp_path / "nope")]) == 2
+    assert "holds no saved skface model" in capsys.readouterr().err

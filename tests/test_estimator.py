@@ -252,7 +252,7 @@ def test_every_network_param_reaches_the_builder_or_the_compiler():
     from skface.network.training import compile_for_training
 
     used_by_fit_or_predict = {"flip_tta", "zoom_tta", "epochs", "batch_size", "validation_split", "early_stopping",
-                              "random_state", "verbose", "callbacks"}
+                              "random_state", "verbose", "callbacks", "warm_start"}
     taken = set(inspect.signature(build_model).parameters) | set(inspect.signature(compile_for_training).parameters)
     assert set(AgeGenderCNN().get_params()) - used_by_fit_or_predict <= taken
     assert not used_by_fit_or_predict & taken
@@ -311,3 +311,36 @@ def test_predict_with_proba_is_predict_and_predict_proba_in_one_pass(fitted, tin
     y_pred, proba = fitted.predict_with_proba(X)
     np.testing.assert_array_equal(y_pred, fitted.predict(X))
     np.testing.assert_array_equal(proba, fitted.predict_proba(X))
+
+
+def test_warm_start_goes_on_training_the_fitted_network(tiny_data):
+    X, y = tiny_data
+    est = AgeGenderCNN(**{**TINY, "epochs": 1}).fit(X, y)
+    network, before = est.model_, est.predict(X)
+    # A learning rate of almost nothing: the warm fit starts where the first one ended, so its answers stay.
+    est.set_params(warm_start=True, learning_rate=1e-12).fit(X, y)
+    assert est.model_ is network
+    np.testing.assert_allclose(est.predict(X), before, atol=1e-3)
+    cold = clone(est).set_params(warm_start=False).fit(X, y)  # the same fit from a new network answers otherwise
+    assert not np.allclose(cold.predict(X)[:, 0], before[:, 0], atol=1e-3)
+
+
+def test_warm_start_drops_the_calibration_and_fits_a_new_one_on_request(tiny_data):
+    X, y = tiny_data
+    est = AgeGenderCNN(**{**TINY, "age_head": "dex"}).fit(X, y).conformalize(X[:30], y[:30])
+    est.set_params(warm_start=True, epochs=1).fit(X, y)
+    assert not est.is_conformalized()
+
+
+def test_warm_start_refuses_another_network_or_image_shape_and_keeps_the_model(tiny_data):
+    X, y = tiny_data
+    est = AgeGenderCNN(**{**TINY, "epochs": 1}).fit(X, y).conformalize(X[:30], y[:30])
+    before = est.predict(X)
+    est.set_params(warm_start=True, filters=(4, 16))
+    with pytest.raises(ValueError, match=r"parameters that shape it .* describe another one; set them back"):
+        est.fit(X, y)
+    est.set_params(filters=TINY["filters"])
+    with pytest.raises(ValueError, match=r"whose images are \(16, 16, 1\).*got images of \(8, 8, 1\)"):
+        est.fit(X[:, :8, :8], y)
+    assert est.is_conformalized()  # nothing was lost
+    np.testing.assert_array_equal(est.predict(X), before)

@@ -339,3 +339,14 @@ def test_an_int8_network_is_smaller_and_answers_nearly_the_same(pipeline, tmp_pa
     assert pipeline[-1].model_.get_layer(index=-1).dtype_policy.name != "int8"
     with pytest.raises(ValueError, match="quantize must be None or one of"):
         save_pretrained(pipeline, tmp_path / "x", quantize="int3")
+
+
+def test_warm_start_is_saved_off_and_files_saved_before_it_existed_load(pipeline, tmp_path):
+    pipeline[-1].set_params(warm_start=True)
+    try:
+        folder = save_pretrained(pipeline, tmp_path / "model")
+    finally:
+        pipeline[-1].set_params(warm_start=False)
+    assert json.loads((folder / "skface.json").read_text())["estimator"]["warm_start"] is False
+    old = tampered(folder, tmp_path, lambda s: s["estimator"].pop("warm_start"))
+    assert load_pretrained(old)[-1].warm_start is False

@@ -33,6 +33,11 @@ def _train_parser(sub) -> None:
     add_data_arguments(p)
     add_estimator_arguments(p)
     add_configuration_argument(p)
+    p.add_argument("--init-model", default=None, metavar="MODEL",
+                   help="go on training the network of a saved model (a folder saved by --save, or 'pretrained' "
+                        "for the shipped one) instead of a new one: fine-tuning it on --data. The image size, "
+                        "colour and hyperparameters not given are the model's (its epochs too: give --epochs and "
+                        "--learning-rate for the fine-tuning); those that shape the network cannot change")
     p.add_argument("--save", type=Path, default=None, help="folder to save the fitted pipeline to (see load_pretrained)")
     p.set_defaults(func=_train, parser=p)
 
@@ -187,15 +192,25 @@ def _score_spark(args) -> int:
 def _train(args) -> int:
     from ..data.sources import SyntheticDataWarning
     from ..evaluation import evaluate
-    from ..network.persistence import save_pretrained
-    from ..network.pipeline import held_out_answers, train_pipeline, training_data
-    from .options import training_arguments
+    from ..network.persistence import load_pretrained, save_pretrained
+    from ..network.pipeline import held_out_answers, initial_estimator, train_pipeline, training_data
+    from .options import inherit_options, training_arguments
     from .report import print_figures
 
+    saved = init = None
+    if args.init_model is not None:  # loaded and checked before the data is read, which takes a while
+        saved = load_pretrained(None if args.init_model == "pretrained" else args.init_model)
+        inherit_options(args.parser, args, saved)
     kwargs = training_arguments(args.parser, args)
     params, config = kwargs.pop("params"), kwargs.pop("config")
     if config is not None:
         print(f"Configuration {config!r}: {kwargs['image_size']} px {kwargs['color']}, {params}")
+    if saved is not None:
+        try:
+            init = initial_estimator(saved, params, image_size=kwargs["image_size"], color=kwargs["color"])
+        except ValueError as exc:
+            args.parser.error(f"--init-model {args.init_model}: {exc}")
+        print(f"Fine-tuning {args.init_model}: {kwargs['image_size']} px {kwargs['color']}, {params}")
     with warnings.catch_warnings():
         # Said below in this command's own words.
         warnings.simplefilter("ignore", SyntheticDataWarning)
@@ -209,7 +224,8 @@ def _train(args) -> int:
         print(f"Data: {len(data.images)} faces from {sources} ({len(data.skipped)} files skipped).")
     pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=kwargs["image_size"],
                                        color=kwargs["color"], seed=kwargs["seed"],
-                                       calibration=(split.X_calibration, split.y_calibration))
+                                       calibration=(split.X_calibration, split.y_calibration),
+                                       init=init)
     estimator = pipeline[-1]
     y_pred, proba, intervals = held_out_answers(estimator, split.X_test)
     figures = evaluate(split.y_test, y_pred, proba, race=split.race_test, intervals=intervals)
@@ -218,7 +234,8 @@ def _train(args) -> int:
                                 np.full(len(split.y_test), float(y_train[:, 1].mean() >= 0.5))])
     trained = (f"{len(split.X_train) // 2} faces, each also as the face step aligns it" if kwargs["aligned_views"]
                else f"{len(split.X_train)} faces")
-    print(f"\nTrained {estimator.n_epochs_} epochs on {trained}, in {seconds:.1f} s"
+    start = "Trained" if args.init_model is None else f"Fine-tuned {args.init_model}:"
+    print(f"\n{start} {estimator.n_epochs_} epochs on {trained}, in {seconds:.1f} s"
           + (f"; calibrated on {len(split.X_calibration)} others." if len(split.X_calibration) else "."))
     print(f"Held-out figures on {len(split.X_test)} faces (stratified by age band and gender):")
     print_figures(figures, evaluate(split.y_test, baseline))
@@ -230,6 +247,7 @@ def _train(args) -> int:
             "configuration": config,
             "seed": kwargs["seed"],
             "aligned_views": kwargs["aligned_views"],
+            **({} if args.init_model is None else {"init_model": _lineage(args.init_model)}),
             "n_train": int(len(split.X_train)),
             "n_test": int(len(split.X_test)),
             "n_calibration": int(len(split.X_calibration)),
@@ -239,6 +257,15 @@ def _train(args) -> int:
         save_pretrained(pipeline, args.save, metadata=metadata)
         print(f"\nSaved to {args.save}; load it with skface.load_pretrained({str(args.save)!r}).")
     return 0
+
+
+def _lineage(init_model: str) -> dict:
+    """What a fine-tuned model started from: the saved model's path and how it was trained."""
+    from ..network.persistence import read_metadata
+
+    base = read_metadata(None if init_model == "pretrained" else init_model)
+    keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "n_train", "train_seconds")
+    return {"path": init_model, **{key: base[key] for key in keys if key in base}}
 
 
 def _image_files(inputs: list[Path]) -> tuple[list[Path], int]:
@@ -350,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _score_spark_parser(sub)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
     from ..exceptions import SkfaceError
     from ..quiet import import_tensorflow_quietly

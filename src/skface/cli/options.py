@@ -22,8 +22,9 @@ from typing import Any, Callable
 from ..network.estimator import AgeGenderCNN
 
 # Estimator parameters that are not options: the seed comes from --seed (it also seeds the
-# split and the synthetic faces), and the scripts set the verbosity and the callbacks.
-NOT_OPTIONS = ("random_state", "verbose", "callbacks")
+# split and the synthetic faces), the scripts set the verbosity and the callbacks, and `skface train
+# --init-model` sets warm_start.
+NOT_OPTIONS = ("random_state", "verbose", "callbacks", "warm_start")
 
 #: The one place where a command line's default differs from the estimator's, and why.
 COMMAND_LINE_DEFAULTS = {
@@ -256,6 +257,22 @@ def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="none", choices=["none", *sorted(CONFIGURATIONS)],
                         help="a named configuration (see skface.configurations) that sets the image size, colour and "
                              "every hyperparameter; 'none' takes them from the options")
+
+
+def inherit_options(parser: argparse.ArgumentParser, args: argparse.Namespace, saved) -> None:
+    """Fine-tuning ``saved`` (a loaded pipeline): the image size, colour and hyperparameters not given on the
+    command line (``args.argv``, after the command's name) become the model's, so that only what changes needs
+    typing. Nothing is taken with ``--config``, which sets them all."""
+    if getattr(args, "config", "none") != "none":
+        return
+    # Parsed again into a namespace where every option holds a marker: those given replace it.
+    unset = object()
+    probe = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    parser.parse_args(args.argv[args.argv.index(args.command) + 1:], namespace=probe)
+    values = {**saved[-1].get_params(), "image_size": saved[-2].image_size, "color": saved[-2].color}
+    for name in ("image_size", "color", *estimator_options()):
+        if getattr(probe, name) is unset:
+            setattr(args, name, values[name])
 
 
 def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str = "train") -> dict:

@@ -112,6 +112,13 @@ class AgeGenderCNN(BaseEstimator):
     callbacks : list of keras.callbacks.Callback or None, default=None
         Extra Keras callbacks for ``fit``, such as
         :class:`skface.tracking.callbacks.MlflowMetricsCallback` to log each epoch.
+    warm_start : bool, default=False
+        When fitted already, ``fit`` goes on training the fitted network
+        (for ``epochs`` more, from ``learning_rate`` with a fresh optimizer)
+        instead of building a new one: fine-tuning, for example the
+        pretrained model on your own faces. The images must have the
+        network's shape, and the parameters that shape the network
+        (``architecture``, ``filters``, ...) must be those it was built with.
 
     Attributes
     ----------
@@ -182,6 +189,7 @@ class AgeGenderCNN(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "callbacks": [list, tuple, None],
+        "warm_start": ["boolean"],
     }
 
     def __init__(
@@ -210,6 +218,7 @@ class AgeGenderCNN(BaseEstimator):
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 1,
         callbacks: list | None = None,
+        warm_start: bool = False,
     ):
         self.architecture = architecture
         self.filters = filters
@@ -235,6 +244,7 @@ class AgeGenderCNN(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+        self.warm_start = warm_start
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -254,17 +264,23 @@ class AgeGenderCNN(BaseEstimator):
         self : AgeGenderCNN
         """
         self._check_params_beyond_constraints()
+        warm = self.warm_start and hasattr(self, "model_")
+        if warm:
+            self._check_warm_start(
+                _as_image_batch(check_array(X, allow_nd=True, dtype=None, ensure_all_finite=False)).shape[1:])
         for name in _CALIBRATION_ATTRIBUTES:  # a new network needs a new calibration
             self.__dict__.pop(name, None)
         X, age, gender = self._validate_training_data(X, y)
         import_tensorflow_quietly()
         seed = self._seed_everything()
         train, val = self._split(len(X), gender, seed)
-        self._initialize_network(
-            X.shape[1:],
-            initial_age=float(np.median(age[train])),
-            decay_steps=self.epochs * int(np.ceil(len(train) / self.batch_size)),
-        )
+        decay_steps = self.epochs * int(np.ceil(len(train) / self.batch_size))
+        if warm:
+            params = self.get_params(deep=False)
+            self.model_ = compile_for_training(self.model_, **_keywords_for(compile_for_training, params),
+                                               decay_steps=decay_steps)
+        else:
+            self._initialize_network(X.shape[1:], initial_age=float(np.median(age[train])), decay_steps=decay_steps)
         callbacks = self._initialize_callbacks(monitor="val_loss" if len(val) else "loss")
         train_data, validation_data = self._get_datasets(X, {"age": age, "gender": gender}, train, val, seed)
         history = self.model_.fit(
@@ -288,6 +304,26 @@ class AgeGenderCNN(BaseEstimator):
         if self.bottleneck and self.architecture != "seed":
             raise ValueError(f"bottleneck applies to architecture='seed' only (the {self.architecture!r} network "
                              "ends in global average pooling); set bottleneck=0 or architecture='seed'.")
+
+    def _check_warm_start(self, shape: tuple[int, ...]) -> None:
+        """With ``warm_start``, images of ``shape`` fit the fitted network and the parameters still describe it."""
+        if tuple(shape) != tuple(self.input_shape_):
+            raise ValueError(
+                f"warm_start=True goes on training the fitted network, whose images are {self.input_shape_} "
+                f"(height, width, channels); got images of {shape}. Resize them as the network was trained "
+                "(its pipeline's ImagePreprocessor does), or set warm_start=False to train a new network."
+            )
+        params = self.get_params(deep=False)
+        fresh = build_model(self.input_shape_, **_keywords_for(build_model, params))
+        built = [(layer.__class__.__name__, [tuple(w.shape) for w in layer.weights]) for layer in fresh.layers]
+        fitted = [(layer.__class__.__name__, [tuple(w.shape) for w in layer.weights]) for layer in self.model_.layers]
+        if built != fitted:
+            raise ValueError(
+                "warm_start=True goes on training the fitted network, but the parameters that shape it "
+                "(architecture, filters, kernel_size, dense_units, bottleneck, augment, age_head) describe another "
+                "one; set them back to those it was built with (a loaded model's get_params() has them), or set "
+                "warm_start=False to train a new network."
+            )
 
     def _validate_training_data(self, X, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images ``(n, h, w, c)`` as float32 (``n_features_in_`` set) and the age and gender columns."""

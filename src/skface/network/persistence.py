@@ -224,7 +224,9 @@ def _built_steps(state) -> list[tuple[str, object]]:
                          "pixels high (fitted.input_shape_)")
 
     params = state["estimator"]
-    _check_keys("estimator", params, AgeGenderCNN().get_params())
+    expected = AgeGenderCNN().get_params()
+    # Files saved before warm_start existed lack it; its default (False) is what they were.
+    _check_keys("estimator", params, expected, [name for name in expected if name != "warm_start"])
     if params["callbacks"] is not None:
         raise ValueError(f"estimator.callbacks must be null, got {reprlib.repr(params['callbacks'])}")
     estimator = AgeGenderCNN(**_tuples(params))
@@ -372,7 +374,8 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
         )
     check_is_fitted(estimator, "model_")
     params = estimator.get_params()
-    params["callbacks"] = None  # callbacks belong to a training session, not to the model
+    # Callbacks, and whether the next fit goes on from this network, belong to a training session, not to the model.
+    params["callbacks"], params["warm_start"] = None, False
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None
     state = {

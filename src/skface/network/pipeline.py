@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from ..data.imaging import pixel_count
@@ -78,8 +79,8 @@ def training_data(*, aligned_views: bool = False, **kwargs):
 
 
 def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: str, seed: int,
-                   verbose: int = 1, callbacks: list | None = None,
-                   calibration: tuple | None = None) -> tuple[Pipeline, float]:
+                   verbose: int = 1, callbacks: list | None = None, calibration: tuple | None = None,
+                   init: AgeGenderCNN | None = None) -> tuple[Pipeline, float]:
     """Fit ``AgeGenderCNN(**params)`` on a training split and wrap it in the standard pipeline.
 
     Parameters
@@ -102,6 +103,10 @@ def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: st
         Held-out faces that the fitted estimator is conformalized on
         (:meth:`AgeGenderCNN.conformalize`): age ranges and a tempered gender
         probability. None or empty leaves it uncalibrated.
+    init : AgeGenderCNN, optional
+        A fitted estimator whose network goes on training instead of a new
+        one (``warm_start``: fine-tuning), as :func:`initial_estimator`
+        loads and checks it; it is trained in place.
 
     Returns
     -------
@@ -110,7 +115,11 @@ def train_pipeline(X_train, y_train, params: dict, *, image_size: int, color: st
     seconds : float
         Wall-clock time of the fit.
     """
-    estimator = AgeGenderCNN(**params, random_state=seed, verbose=verbose, callbacks=callbacks)
+    session = {"random_state": seed, "verbose": verbose, "callbacks": callbacks}
+    if init is None:
+        estimator = AgeGenderCNN(**params, **session)
+    else:
+        estimator = init.set_params(**params, **session, warm_start=True)
     start = time.perf_counter()
     estimator.fit(X_train, y_train)
     if calibration is not None and len(calibration[0]):
@@ -125,6 +134,42 @@ def held_out_answers(estimator: AgeGenderCNN, X) -> tuple[np.ndarray, np.ndarray
     if estimator.is_conformalized():
         return estimator.predict_with_interval(X, INTERVAL_LEVEL)
     return (*estimator.predict_with_proba(X), None)
+
+
+def initial_estimator(saved: Pipeline, params: dict, *, image_size: int, color: str) -> AgeGenderCNN:
+    """The fitted estimator of a saved pipeline, checked to be fine-tuned with ``params`` on ``image_size`` px ``color`` images.
+
+    Parameters
+    ----------
+    saved : Pipeline
+        A fitted standard pipeline, as :func:`skface.load_pretrained`
+        returns it.
+    params : dict
+        The hyperparameters of the fine-tuning: those that shape the network
+        must be those it was built with.
+    image_size, color
+        Those of the training images.
+
+    Returns
+    -------
+    estimator : AgeGenderCNN
+        The pipeline's estimator, for :func:`train_pipeline`'s ``init``.
+
+    Raises
+    ------
+    ValueError
+        The model reads other images, or ``params`` shape another network.
+    """
+    preprocessor, estimator = saved[-2], saved[-1]
+    if (preprocessor.image_size, preprocessor.color) != (image_size, color):
+        raise ValueError(
+            f"the model reads {preprocessor.image_size} px {preprocessor.color} images, not {image_size} px "
+            f"{color}; train with its image size and colour."
+        )
+    trial = clone(estimator).set_params(**params)
+    trial.model_, trial.input_shape_ = estimator.model_, estimator.input_shape_
+    trial._check_warm_start(estimator.input_shape_)
+    return estimator
 
 
 def predict_rows(pipeline: Pipeline, items: Sequence, *, read: Callable | None = None, batch_size: int = 256,
