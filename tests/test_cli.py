@@ -244,3 +244,14 @@ def test_fine_tuning_another_network_is_refused_before_the_data_is_read(trained,
 def test_fine_tuning_a_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--data", "synthetic", "--init-model", str(tmp_path / "nope")]) == 2
     assert "holds no saved skface model" in capsys.readouterr().err
+
+
+def test_train_says_which_files_it_skipped_in_one_plain_line(tmp_path, capsys):
+    from skface import write_synthetic_utkface
+
+    write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
+    (tmp_path / "faces" / "notes.txt").write_text("not a face")
+    assert main(["train", "--data", str(tmp_path / "faces"), "--image-size", "16", "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "Data: 40 faces from" in captured.out and "(1 files skipped)" in captured.out
+    assert "Warning: Skipped 1 of 41 files" in captured.err and "load_utkface(" not in captured.err

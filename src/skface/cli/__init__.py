@@ -191,6 +191,7 @@ def _score_spark(args) -> int:
 
 def _train(args) -> int:
     from ..data.sources import SyntheticDataWarning
+    from ..data.utkface import SkippedFilesWarning
     from ..evaluation import evaluate
     from ..network.persistence import load_pretrained, save_pretrained
     from ..network.pipeline import held_out_answers, initial_estimator, train_pipeline, training_data
@@ -211,10 +212,17 @@ def _train(args) -> int:
         except ValueError as exc:
             args.parser.error(f"--init-model {args.init_model}: {exc}")
         print(f"Fine-tuning {args.init_model}: {kwargs['image_size']} px {kwargs['color']}, {params}")
-    with warnings.catch_warnings():
-        # Said below in this command's own words.
+    with warnings.catch_warnings(record=True) as caught:
+        # Said below in this command's own words; the skipped files' counts by reason as they are, without
+        # the source line that Python's warning display adds.
         warnings.simplefilter("ignore", SyntheticDataWarning)
+        warnings.simplefilter("always", SkippedFilesWarning)
         split = training_data(**kwargs)
+    for warning in caught:
+        if issubclass(warning.category, SkippedFilesWarning):
+            print(f"Warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     data = split.data
     if data.kind == "synthetic":
         print(f"Data: {len(data.images)} synthetic faces. A model trained on them knows nothing about "
