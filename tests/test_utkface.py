@@ -880,7 +880,13 @@ def test_extra_sources_add_training_faces_only(tmp_path):
     assert list(both.test_filenames) == list(alone.test_filenames)
     assert np.array_equal(both.X_test, alone.X_test) and np.array_equal(both.race_test, alone.race_test)
     assert len(both.X_train) + len(both.X_calibration) == len(alone.X_train) + 60
-    assert len(both.X_calibration) == int(np.ceil(0.2 * (len(alone.X_train) + 60)))
+    # The main source's calibration faces are those it holds out alone, and the extra source holds out its share:
+    # a model fine-tuned on the main source from one trained on both is calibrated on faces neither trained on.
+    calibrated_alone = train_test_data(str(tmp_path / "main"), calibration_split=0.2, **kwargs)
+    n_main = len(calibrated_alone.X_calibration)
+    assert np.array_equal(both.X_calibration[:n_main], calibrated_alone.X_calibration)
+    assert np.array_equal(both.X_train[:len(calibrated_alone.X_train)], calibrated_alone.X_train)
+    assert len(both.X_calibration) == n_main + int(np.ceil(0.2 * 60))
     assert both.data.extra == [str((tmp_path / "extra").resolve())] and both.data.digest != alone.data.digest
     balanced = train_test_data(str(tmp_path / "main"), extra_data=[str(tmp_path / "extra")],
                                balance_age_bands=True, **kwargs)

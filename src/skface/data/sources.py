@@ -154,9 +154,13 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
     test_split : float, default=0.2
         Share of ``data``'s faces held out for testing, in (0, 1).
     calibration_split : float, default=0.0
-        Share of the training faces (``data``'s training part and
-        ``extra_data``) held out to calibrate the age range and the gender
-        probability (:meth:`AgeGenderCNN.conformalize`), in [0, 1); 0 for none.
+        Share of the training faces held out to calibrate the age range and
+        the gender probability (:meth:`AgeGenderCNN.conformalize`), in
+        [0, 1); 0 for none. It is held out of ``data``'s training part and of
+        ``extra_data``'s faces separately, so that ``data``'s calibration
+        faces are the same with or without extra sources: a model fine-tuned
+        on ``data`` alone from one trained with them (``skface train
+        --init-model``) is calibrated on faces that neither trained on.
     balance_age_bands : bool, default=False
         Repeat the training faces of age bands that the extra sources dilute,
         towards their share of ``data``'s training part (see
@@ -197,14 +201,16 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
                                          random_state=seed)
     train, test = np.sort(train), np.sort(test)
     reference = faces.target[train]
+    # The calibration faces of data are held out from data's training part as if there were no extra sources,
+    # and the extra sources' own from theirs: a model trained on both and one fine-tuned from it on data alone
+    # are calibrated on faces that neither trained on.
+    train, calibration = _held_out(train, faces.target, calibration_split, seed)
     if extra_data:
         faces = _with_extra_sources(faces, extra_data, **kwargs)
-        train = np.concatenate([train, np.arange(len(reference) + len(test), len(faces.target))])
-    calibration = train[:0]
-    if calibration_split:
-        train, calibration, _, _ = stratified_split(train, faces.target[train], test_size=calibration_split,
-                                                    random_state=seed)
-        train, calibration = np.sort(train), np.sort(calibration)
+        extra_train, extra_calibration = _held_out(np.arange(len(reference) + len(test), len(faces.target)),
+                                                   faces.target, calibration_split, seed)
+        train = np.concatenate([train, extra_train])
+        calibration = np.concatenate([calibration, extra_calibration])
     if balance_age_bands:
         train = train[balanced_index(faces.target[train], reference, random_state=seed)]
     X_train, y_train = faces.images[train], faces.target[train]
@@ -215,6 +221,16 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
     return Bunch(data=faces, X_train=X_train, X_test=faces.images[test], y_train=y_train,
                  y_test=faces.target[test], test_filenames=np.asarray(faces.filenames)[test], race_test=faces.race[test],
                  X_calibration=faces.images[calibration], y_calibration=faces.target[calibration])
+
+
+def _held_out(rows: np.ndarray, target: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` split into those kept and a ``share`` held out (stratified, sorted); none held out of fewer than 2."""
+    from ..evaluation import stratified_split
+
+    if not share or len(rows) < 2:
+        return rows, rows[:0]
+    kept, held, _, _ = stratified_split(rows, target[rows], test_size=share, random_state=seed)
+    return np.sort(kept), np.sort(held)
 
 
 def _second_views(view, data: str, extra_data: list, faces: Bunch, rows: np.ndarray, *, seed: int,
