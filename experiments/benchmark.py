@@ -76,6 +76,10 @@ def main(argv=None) -> int:
     body, jpeg = request_body(200)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     configs = {name: get_configuration(name) for name in names}
+    for name, config in configs.items():
+        if config["init"]:
+            raise SystemExit(f"benchmark.py: {name} fine-tunes a model of {config['init']}, which the benchmark does "
+                             f"not train; benchmark {config['init']}, or train {name} with skface train --init-model.")
     results, fitted = {}, {}
     for name, config in configs.items():
         # The configuration's own data options (a calibration split, balanced bands), and the extra sources

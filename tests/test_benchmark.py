@@ -35,6 +35,12 @@ def test_unknown_configuration():
         get_configuration("best")
 
 
+def test_a_configuration_that_fine_tunes_another_is_refused_before_any_training():
+    with pytest.raises(SystemExit, match="narrow80tuned fine-tunes a model of narrow80all, which the benchmark does "
+                                         "not train"):
+        load_script("benchmark").main(["--data", "synthetic", "--configs", "seed,narrow80tuned"])
+
+
 @pytest.mark.slow
 def test_benchmark_prints_configurations_side_by_side(capsys):
     assert load_script("benchmark").main(["--data", "synthetic", "--n-synthetic", "60", "--epochs", "1",

@@ -255,3 +255,21 @@ def test_train_says_which_files_it_skipped_in_one_plain_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "Data: 40 faces from" in captured.out and "(1 files skipped)" in captured.out
     assert "Warning: Skipped 1 of 41 files" in captured.err and "load_utkface(" not in captured.err
+
+
+def test_a_fine_tuning_configuration_needs_a_model_of_the_configuration_it_starts_from(tmp_path, capsys):
+    from skface import AgeGenderCNN, make_synthetic_faces, save_pretrained
+    from skface.network.pipeline import make_pipeline
+
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "narrow80tuned", "--data", "synthetic"])
+    assert ("--config narrow80tuned fine-tunes a model of configuration narrow80all: train that first"
+            in capsys.readouterr().err)
+    X, y = make_synthetic_faces(20, image_size=16, random_state=0)
+    other = AgeGenderCNN(filters=(4,), dense_units=4, epochs=1, verbose=0).fit(X, y)
+    save_pretrained(make_pipeline(other, image_size=16, color="grayscale"), tmp_path / "seed",
+                    metadata={"configuration": "seed"})
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "narrow80tuned", "--data", "synthetic", "--init-model", str(tmp_path / "seed")])
+    assert f"but {tmp_path / 'seed'} was trained with seed; give one trained with --config narrow80all" in (
+        capsys.readouterr().err)

@@ -51,6 +51,15 @@ CONFIGURATIONS: dict[str, dict] = {
     # 71% at 3-12.
     "narrow80aligned": {"image_size": 80, "color": "rgb", "estimator": _NARROW80,
                         "data": {"calibration_split": 0.1, "aligned_views": True}},
+    # Two stages (issue 20): narrow80's network and recipe first trained 60 epochs on crop_part1's training part
+    # plus utkface-extra (--extra-data), the children of crop_part1 repeated so that the mostly adult extra faces do
+    # not dilute them, a tenth of each source held out for calibration; then fine-tuned on crop_part1 alone
+    # (`skface train --config narrow80tuned --init-model DIR`), on both views of each face, with a tenth peak
+    # learning rate, and calibrated on crop_part1's held-out faces, which neither stage trained on.
+    "narrow80all": {"image_size": 80, "color": "rgb", "estimator": {**_NARROW80, "epochs": 60},
+                    "data": {"calibration_split": 0.1, "balance_age_bands": True}},
+    "narrow80tuned": {"image_size": 80, "color": "rgb", "estimator": {**_NARROW80, "epochs": 15, "learning_rate": 3e-4},
+                      "data": {"calibration_split": 0.1, "aligned_views": True}, "init": "narrow80all"},
     # Model v2 (issue 20): trained on crop_part1's training part plus utkface-extra (train_test_data's extra_data,
     # with the children of crop_part1 repeated so that the mostly adult extra faces do not dilute them, and 10% of
     # the training faces held out to calibrate the age range and the gender probability). Three times the faces:
@@ -62,9 +71,13 @@ CONFIGURATIONS: dict[str, dict] = {
 
 
 def get_configuration(name: str) -> dict:
-    """A copy of the named configuration; a clear error for an unknown name."""
+    """A copy of the named configuration; a clear error for an unknown name.
+
+    ``"init"`` names the configuration of the model that this one fine-tunes
+    (``skface train --init-model``), None for one trained from scratch.
+    """
     if name not in CONFIGURATIONS:
         raise ValueError(f"unknown configuration {name!r}; choose from {sorted(CONFIGURATIONS)}.")
     config = CONFIGURATIONS[name]
     return {"image_size": config["image_size"], "color": config["color"], "estimator": dict(config["estimator"]),
-            "data": dict(config.get("data", {}))}
+            "data": dict(config.get("data", {})), "init": config.get("init")}

@@ -207,6 +207,7 @@ def _train(args) -> int:
     if config is not None:
         print(f"Configuration {config!r}: {kwargs['image_size']} px {kwargs['color']}, {params}")
     if saved is not None:
+        _check_lineage(args, config)
         try:
             init = initial_estimator(saved, params, image_size=kwargs["image_size"], color=kwargs["color"])
         except ValueError as exc:
@@ -265,6 +266,18 @@ def _train(args) -> int:
         save_pretrained(pipeline, args.save, metadata=metadata)
         print(f"\nSaved to {args.save}; load it with skface.load_pretrained({str(args.save)!r}).")
     return 0
+
+
+def _check_lineage(args, config: str | None) -> None:
+    """A configuration that fine-tunes a model of another starts from one of that configuration (or of none named)."""
+    from ..configurations import get_configuration
+    from ..network.persistence import read_metadata
+
+    expected = None if config is None else get_configuration(config)["init"]
+    started = read_metadata(None if args.init_model == "pretrained" else args.init_model).get("configuration")
+    if expected and started not in (None, expected):
+        args.parser.error(f"--config {config} fine-tunes a model of configuration {expected}, but "
+                          f"{args.init_model} was trained with {started}; give one trained with --config {expected}.")
 
 
 def _lineage(init_model: str) -> dict:

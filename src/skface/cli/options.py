@@ -303,6 +303,10 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
         from ..configurations import get_configuration
 
         configuration = get_configuration(config)
+        if configuration["init"] and getattr(args, "init_model", None) is None:
+            parser.error(f"--config {config} fine-tunes a model of configuration {configuration['init']}: train "
+                         f"that first (skface train --config {configuration['init']} --data ... --save DIR), then "
+                         f"give it with skface train --config {config} --init-model DIR.")
         given = [name for name in ("image_size", "color", *CONFIGURED_DATA, *options)
                  if getattr(args, name) != parser.get_default(name)]
         if given:
