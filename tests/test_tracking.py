@@ -316,10 +316,15 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
 
 
 @pytest.mark.parametrize("script", ["train", "sweep"])
-def test_every_configuration_sets_its_options(script):
+def test_every_configuration_sets_its_options(script, capsys):
     from skface.configurations import CONFIGURATIONS
 
     for name, config in CONFIGURATIONS.items():
+        if config.get("init"):  # a fine-tuning needs the model it starts from, which only `skface train` takes
+            with pytest.raises(SystemExit):
+                load_script(script).parse_args(["--config", name])
+            assert f"--config {name} fine-tunes a model of configuration {config['init']}" in capsys.readouterr().err
+            continue
         kwargs, _ = load_script(script).parse_args(["--config", name])
         assert (kwargs["image_size"], kwargs["color"]) == (config["image_size"], config["color"]), name
         assert kwargs["config"] == name
