@@ -193,21 +193,22 @@ def _train(args) -> int:
     from ..data.sources import SyntheticDataWarning
     from ..data.utkface import SkippedFilesWarning
     from ..evaluation import evaluate
-    from ..network.persistence import load_pretrained, save_pretrained
+    from ..network.persistence import load_pretrained, read_metadata, save_pretrained
     from ..network.pipeline import held_out_answers, initial_estimator, train_pipeline, training_data
     from .options import inherit_options, training_arguments
     from .report import print_figures
 
-    saved = init = None
+    saved = init = base = None
     if args.init_model is not None:  # loaded and checked before the data is read, which takes a while
-        saved = load_pretrained(None if args.init_model == "pretrained" else args.init_model)
+        folder = None if args.init_model == "pretrained" else args.init_model
+        saved, base = load_pretrained(folder), read_metadata(folder)
         inherit_options(args.parser, args, saved)
     kwargs = training_arguments(args.parser, args)
     params, config = kwargs.pop("params"), kwargs.pop("config")
     if config is not None:
         print(f"Configuration {config!r}: {kwargs['image_size']} px {kwargs['color']}, {params}")
     if saved is not None:
-        _check_lineage(args, config)
+        _check_lineage(args, config, base.get("configuration"))
         try:
             init = initial_estimator(saved, params, image_size=kwargs["image_size"], color=kwargs["color"])
         except ValueError as exc:
@@ -256,7 +257,7 @@ def _train(args) -> int:
             "configuration": config,
             "seed": kwargs["seed"],
             "aligned_views": kwargs["aligned_views"],
-            **({} if args.init_model is None else {"init_model": _lineage(args.init_model)}),
+            **({} if args.init_model is None else {"init_model": _lineage(args.init_model, base)}),
             "n_train": int(len(split.X_train)),
             "n_test": int(len(split.X_test)),
             "n_calibration": int(len(split.X_calibration)),
@@ -268,23 +269,19 @@ def _train(args) -> int:
     return 0
 
 
-def _check_lineage(args, config: str | None) -> None:
-    """A configuration that fine-tunes a model of another starts from one of that configuration (or of none named)."""
+def _check_lineage(args, config: str | None, started: str | None) -> None:
+    """A configuration that fine-tunes a model of another starts from one of that configuration (``started``, the
+    saved model's), or of none named."""
     from ..configurations import get_configuration
-    from ..network.persistence import read_metadata
 
     expected = None if config is None else get_configuration(config)["init"]
-    started = read_metadata(None if args.init_model == "pretrained" else args.init_model).get("configuration")
     if expected and started not in (None, expected):
         args.parser.error(f"--config {config} fine-tunes a model of configuration {expected}, but "
                           f"{args.init_model} was trained with {started}; give one trained with --config {expected}.")
 
 
-def _lineage(init_model: str) -> dict:
-    """What a fine-tuned model started from: the saved model's path and how it was trained."""
-    from ..network.persistence import read_metadata
-
-    base = read_metadata(None if init_model == "pretrained" else init_model)
+def _lineage(init_model: str, base: dict) -> dict:
+    """What a fine-tuned model started from: the saved model's path and how it was trained (its metadata ``base``)."""
     keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "n_train", "train_seconds")
     return {"path": init_model, **{key: base[key] for key in keys if key in base}}
 
