@@ -491,3 +491,31 @@ def test_a_dataset_another_trial_inserted_at_the_same_moment_is_still_linked(sto
     with mlflow.start_run() as run:
         runs.log_data(data, n_train=8, n_test=2, n_val=0)
     assert len(calls) == 2 and len(MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs) == 1
+
+
+def test_a_run_whose_status_meets_a_locked_store_is_still_ended(store, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from skface.tracking import runs
+
+    real, calls = MlflowClient.set_terminated, []
+
+    def locked_once(self, run_id, status=None, end_time=None):  # another writer holds SQLite's lock at first
+        calls.append(status)
+        if len(calls) == 1:
+            raise MlflowException("(sqlite3.OperationalError) database is locked")
+        return real(self, run_id, status, end_time)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", locked_once)
+    monkeypatch.setattr(runs, "END_RUN_WAITS", (0.01, 0.01))
+    with pytest.raises(KeyboardInterrupt):
+        with runs.tracked_run() as run:
+            raise KeyboardInterrupt
+    assert calls == ["KILLED", "KILLED"] and mlflow.active_run() is None
+    assert MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
+    other = MlflowException("RESOURCE_DOES_NOT_EXIST")
+    monkeypatch.setattr(MlflowClient, "set_terminated", lambda *args, **kwargs: (_ for _ in ()).throw(other))
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):  # any other error is not hidden
+        with runs.tracked_run():
+            pass
+    mlflow.end_run()  # the run that the failed end left nowhere

@@ -8,6 +8,7 @@ import platform
 import signal
 import subprocess
 import threading
+import time
 import warnings
 from importlib import metadata
 
@@ -62,18 +63,55 @@ def tracked_run(**kwargs):
             yield run
         except KeyboardInterrupt:
             with stops_ignored():
-                mlflow.end_run("KILLED")
+                _end_run(run.info.run_id, "KILLED")
             raise
         except BaseException:
             with stops_ignored():
-                mlflow.end_run("FAILED")
+                _end_run(run.info.run_id, "FAILED")
             raise
         else:
-            mlflow.end_run("FINISHED")
+            _end_run(run.info.run_id, "FINISHED")
     finally:
         stopped.set()
         for signum, previous in installed.items():
             signal.signal(signum, previous)
+
+
+# Seconds between the tries to write a run's status while a SQLite store stays locked by another writer.
+END_RUN_WAITS = (1, 2, 4, 8)
+
+
+def _end_run(run_id: str, status: str) -> None:
+    """``mlflow.end_run(status)``, whose status is written again while a SQLite store is locked.
+
+    Seen in CI: a stopped run stayed RUNNING because ``end_run`` found the
+    store locked past SQLite's timeout. ``end_run`` takes the run off the
+    stack before writing, and stops the system-metrics thread (another
+    writer) only after; so that thread is stopped here, and the status
+    written again, over 15 s, before the error is raised.
+    """
+    try:
+        mlflow.end_run(status)
+        return
+    except MlflowException as exc:
+        if "database is locked" not in str(exc):
+            raise
+        error = exc
+    from mlflow.tracking import fluent
+
+    monitor = getattr(fluent, "run_id_to_system_metrics_monitor", {}).pop(run_id, None)
+    if monitor is not None:
+        monitor.finish()
+    for wait in END_RUN_WAITS:
+        time.sleep(wait)
+        try:
+            MlflowClient().set_terminated(run_id, status)
+            return
+        except MlflowException as exc:
+            if "database is locked" not in str(exc):
+                raise
+            error = exc
+    raise error
 
 
 @contextlib.contextmanager
