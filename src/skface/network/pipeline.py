@@ -137,7 +137,7 @@ def held_out_answers(estimator: AgeGenderCNN, X) -> tuple[np.ndarray, np.ndarray
 
 
 def initial_estimator(saved: Pipeline, params: dict, *, image_size: int, color: str) -> AgeGenderCNN:
-    """The fitted estimator of a saved pipeline, checked to be fine-tuned with ``params`` on ``image_size`` px ``color`` images.
+    """The fitted estimator of a saved pipeline, checked to fine-tune with ``params`` on ``image_size`` px ``color``.
 
     Parameters
     ----------
