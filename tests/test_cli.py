@@ -231,6 +231,31 @@ def test_train_fine_tunes_a_saved_model_and_records_where_it_started(trained, tm
     assert lineage["path"] == str(trained) and lineage["data"] == "synthetic" and lineage["n_train"] == 64
 
 
+def test_a_fine_tuning_calibrates_on_faces_that_the_extra_sources_held_out(tmp_path, capsys):
+    from skface import write_synthetic_utkface
+    from skface.network.persistence import read_metadata
+
+    write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
+    write_synthetic_utkface(tmp_path / "more", 30, image_size=32, random_state=1)
+    sources = ["--data", str(tmp_path / "faces"), "--extra-data", str(tmp_path / "more"), "--calibration-split", "0.25"]
+    assert main(["train", *sources, "--image-size", "16", "--epochs", "1", "--age-head", "dex",
+                 "--save", str(tmp_path / "all")]) == 0
+    capsys.readouterr()
+    assert main(["train", *sources, "--train-on-extra", "false", "--init-model", str(tmp_path / "all"),
+                 "--epochs", "1", "--save", str(tmp_path / "tuned")]) == 0
+    out = capsys.readouterr().out
+    assert "the extra sources only calibrate" in out
+    trained = re.search(r"Fine-tuned \S+ 1 epochs on (\d+) faces, in [\d.]+ s; calibrated on (\d+) others", out)
+    assert trained and int(trained[1]) < 40 and int(trained[2]) > 0.25 * 40, out
+    metadata = read_metadata(tmp_path / "tuned")
+    assert metadata["train_on_extra"] is False and metadata["init_model"]["train_on_extra"] is True
+    assert metadata["n_calibration"] == int(trained[2]) and metadata["extra_data"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", str(tmp_path / "faces"), "--extra-data", str(tmp_path / "more"),
+              "--train-on-extra", "false", "--image-size", "16", "--epochs", "1"])
+    assert exit_info.value.code == 2 and "give --calibration-split" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--filters", "8,16"], "warm_start=True goes on training the fitted network, but the parameters that shape it"),
     (["--image-size", "24"], "reads 16 px grayscale images, not 24 px grayscale; train with its image size"),

@@ -900,6 +900,33 @@ def test_extra_sources_add_training_faces_only(tmp_path):
     assert index.tolist() == [0, 0, 1, 2, 3]
 
 
+def test_extra_sources_may_only_calibrate_with_the_faces_they_held_out_when_trained_on(tmp_path):
+    from skface.data.sources import train_test_data
+    from skface.faces import aligned_views
+
+    rng = np.random.default_rng(1)
+    write_files(tmp_path / "main", {f"{rng.integers(0, 90)}_{i % 2}_{i % 5}_2017011{i % 10}1{i:08d}.jpg.chip.jpg":
+                                    image_bytes(i) for i in range(40)})
+    write_files(tmp_path / "extra", {f"{rng.integers(20, 40)}_{i % 2}_0_2017021{i % 10}1{i:08d}.jpg.chip.jpg":
+                                     image_bytes(1000 + i) for i in range(30)})
+    kwargs = {"image_size": 16, "color": "rgb", "verbose": False, "seed": 0, "calibration_split": 0.2,
+              "extra_data": [str(tmp_path / "extra")]}
+    trained = train_test_data(str(tmp_path / "main"), **kwargs)
+    alone = train_test_data(str(tmp_path / "main"), calibration_split=0.2, image_size=16, color="rgb", verbose=False)
+    calibrating = train_test_data(str(tmp_path / "main"), train_on_extra=False, **kwargs)
+    # Trained on the main source's faces alone, and calibrated on every face that the first stage held out.
+    assert np.array_equal(calibrating.X_train, alone.X_train) and np.array_equal(calibrating.y_train, alone.y_train)
+    assert np.array_equal(calibrating.X_calibration, trained.X_calibration)
+    assert len(calibrating.X_calibration) == len(alone.X_calibration) + 6
+    assert np.array_equal(calibrating.X_test, trained.X_test)
+    # Its second views are the main source's only, decoded without the extra source's faces.
+    both = train_test_data(str(tmp_path / "main"), train_on_extra=False, second_view=aligned_views, **kwargs)
+    assert len(both.X_train) == 2 * len(alone.X_train) and np.array_equal(both.X_train[:len(alone.X_train)],
+                                                                          alone.X_train)
+    with pytest.raises(ValueError, match="calibration_split=0 holds out none, so extra_data would go unused"):
+        train_test_data(str(tmp_path / "main"), **{**kwargs, "calibration_split": 0.0}, train_on_extra=False)
+
+
 def test_extra_sources_need_a_utkface_source():
     from skface.data.sources import train_test_data
 

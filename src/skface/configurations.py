@@ -63,7 +63,8 @@ CONFIGURATIONS: dict[str, dict] = {
     "narrow80all": {"image_size": 80, "color": "rgb", "estimator": {**_NARROW80, "epochs": 60},
                     "data": {"calibration_split": 0.1, "balance_age_bands": True}},
     "narrow80tuned": {"image_size": 80, "color": "rgb", "estimator": {**_NARROW80, "epochs": 15, "learning_rate": 3e-4},
-                      "data": {"calibration_split": 0.1, "aligned_views": True}, "init": "narrow80all"},
+                      "data": {"calibration_split": 0.1, "train_on_extra": False, "aligned_views": True},
+                      "init": "narrow80all"},
     # Model v2 (issue 20): trained on crop_part1's training part plus utkface-extra (train_test_data's extra_data,
     # with the children of crop_part1 repeated so that the mostly adult extra faces do not dilute them, and 10% of
     # the training faces held out to calibrate the age range and the gender probability). Three times the faces:

@@ -231,7 +231,8 @@ def _train(args) -> int:
               "real faces; pass --data PATH to train on UTKFace.")
     else:
         sources = ", ".join([data.source, *data.get("extra", [])])
-        print(f"Data: {len(data.images)} faces from {sources} ({len(data.skipped)} files skipped).")
+        role = "" if kwargs["train_on_extra"] or not data.get("extra") else "; the extra sources only calibrate"
+        print(f"Data: {len(data.images)} faces from {sources} ({len(data.skipped)} files skipped{role}).")
     pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=kwargs["image_size"],
                                        color=kwargs["color"], seed=kwargs["seed"],
                                        calibration=(split.X_calibration, split.y_calibration),
@@ -257,6 +258,7 @@ def _train(args) -> int:
             "configuration": config,
             "seed": kwargs["seed"],
             "aligned_views": kwargs["aligned_views"],
+            "train_on_extra": kwargs["train_on_extra"],
             **({} if args.init_model is None else {"init_model": _lineage(args.init_model, base)}),
             "n_train": int(len(split.X_train)),
             "n_test": int(len(split.X_test)),
@@ -282,7 +284,8 @@ def _check_lineage(args, config: str | None, started: str | None) -> None:
 
 def _lineage(init_model: str, base: dict) -> dict:
     """What a fine-tuned model started from: the saved model's path and how it was trained (its metadata ``base``)."""
-    keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "n_train", "train_seconds")
+    keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "train_on_extra", "n_train",
+            "train_seconds")
     return {"path": init_model, **{key: base[key] for key in keys if key in base}}
 
 

@@ -136,7 +136,8 @@ def resolve_data(
 
 
 def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.2, calibration_split: float = 0.0,
-                    balance_age_bands: bool = False, second_view=None, seed: int = 0, **kwargs) -> Bunch:
+                    train_on_extra: bool = True, balance_age_bands: bool = False, second_view=None, seed: int = 0,
+                    **kwargs) -> Bunch:
     """:func:`resolve_data` split into training and test faces, stratified by age band and gender.
 
     Every training command splits this way, so that the same ``data`` and
@@ -161,6 +162,12 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
         faces are the same with or without extra sources: a model fine-tuned
         on ``data`` alone from one trained with them (``skface train
         --init-model``) is calibrated on faces that neither trained on.
+    train_on_extra : bool, default=True
+        Whether ``extra_data``'s faces are trained on. False keeps only their
+        calibration faces, the same ones as when they are trained on: the
+        fine-tuning on ``data`` alone of a model trained on both is then
+        calibrated on every face that neither trained on, of every source.
+        It needs a ``calibration_split``.
     balance_age_bands : bool, default=False
         Repeat the training faces of age bands that the extra sources dilute,
         towards their share of ``data``'s training part (see
@@ -196,6 +203,10 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
     if not 0 <= calibration_split < 1:
         raise ValueError(f"calibration_split must be in [0, 1), got {calibration_split}; 0 holds out none.")
     extra_data = [extra_data] if isinstance(extra_data, (str, Path)) else list(extra_data or ())
+    if extra_data and not train_on_extra and not calibration_split:
+        raise ValueError("train_on_extra=False keeps only the extra sources' calibration faces, and "
+                         "calibration_split=0 holds out none, so extra_data would go unused; give a calibration_split "
+                         "(the one the model was first trained with), or leave out extra_data.")
     faces = resolve_data(data, random_state=seed, **kwargs)
     train, test, _, _ = stratified_split(np.arange(len(faces.target)), faces.target, test_size=test_split,
                                          random_state=seed)
@@ -209,14 +220,15 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
         faces = _with_extra_sources(faces, extra_data, **kwargs)
         extra_train, extra_calibration = _held_out(np.arange(len(reference) + len(test), len(faces.target)),
                                                    faces.target, calibration_split, seed)
-        train = np.concatenate([train, extra_train])
+        if train_on_extra:
+            train = np.concatenate([train, extra_train])
         calibration = np.concatenate([calibration, extra_calibration])
     if balance_age_bands:
         train = train[balanced_index(faces.target[train], reference, random_state=seed)]
     X_train, y_train = faces.images[train], faces.target[train]
     if second_view is not None:
-        X_train = np.concatenate([X_train, _second_views(second_view, data, extra_data, faces, train, seed=seed,
-                                                         **kwargs)])
+        X_train = np.concatenate([X_train, _second_views(second_view, data, extra_data if train_on_extra else [],
+                                                         faces, train, seed=seed, **kwargs)])
         y_train = np.concatenate([y_train, y_train])
     return Bunch(data=faces, X_train=X_train, X_test=faces.images[test], y_train=y_train,
                  y_test=faces.target[test], test_filenames=np.asarray(faces.filenames)[test], race_test=faces.race[test],
@@ -240,7 +252,9 @@ def _second_views(view, data: str, extra_data: list, faces: Bunch, rows: np.ndar
     full = resolve_data(data, random_state=seed, image_size=size, color="rgb", verbose=verbose, **kwargs)
     if extra_data:
         full = _with_extra_sources(full, extra_data, image_size=size, color="rgb", verbose=verbose)
-    if list(full.filenames) != list(faces.filenames) or not np.array_equal(full.target, faces.target):
+    # Without the extra sources (none of their faces trained on), the same data's faces come first.
+    n = len(full.target)
+    if list(full.filenames) != list(faces.filenames[:n]) or not np.array_equal(full.target, faces.target[:n]):
         raise UTKFaceError(f"{faces.source} changed while it was read; train again.")
     unique, inverse = np.unique(rows, return_inverse=True)
     views = np.asarray(view(full.images[unique], image_size=image_size, color=color, verbose=verbose))
