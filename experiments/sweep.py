@@ -40,6 +40,7 @@ def parse_args(argv=None) -> dict:
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     kwargs = training_arguments(parser, args, command="sweep")
+    del kwargs["init"]  # a sweep trains new networks: it takes no --init-model
     try:
         grid = parse_grid(args.grid)  # a bad grid fails before any data is loaded
     except ValueError as exc:

@@ -18,6 +18,7 @@ def parse_args(argv=None) -> dict:
         add_configuration_argument,
         add_data_arguments,
         add_estimator_arguments,
+        add_init_model_argument,
         add_run_arguments,
         training_arguments,
     )
@@ -26,8 +27,10 @@ def parse_args(argv=None) -> dict:
     add_data_arguments(parser)
     add_estimator_arguments(parser)
     add_configuration_argument(parser)
+    add_init_model_argument(parser)
     add_run_arguments(parser)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     kwargs = training_arguments(parser, args)
     return {**kwargs, "registered_model": args.registered_model, "experiment": args.experiment}, args.json
 

@@ -267,8 +267,10 @@ def test_fine_tuning_another_network_is_refused_before_the_data_is_read(trained,
 
 
 def test_fine_tuning_a_missing_model_is_a_clear_error(tmp_path, capsys):
-    assert main(["train", "--data", "synthetic", "--init-model", str(tmp_path / "nope")]) == 2
-    assert "holds no saved skface model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "synthetic", "--init-model", str(tmp_path / "nope")])
+    assert exit_info.value.code == 2
+    assert f"--init-model: {tmp_path / 'nope'} holds no saved skface model" in capsys.readouterr().err
 
 
 def test_train_says_which_files_it_skipped_in_one_plain_line(tmp_path, capsys):

@@ -139,6 +139,17 @@ def test_the_face_step_is_saved_and_loaded(pipeline, tmp_path):
 
 # A saved folder is data from anywhere: every entry of skface.json is checked before anything is built.
 
+def test_a_folder_with_a_tilde_is_saved_and_loaded_in_the_home_folder(pipeline, tiny_data, tmp_path, monkeypatch):
+    from skface.network.persistence import read_metadata
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_pretrained(pipeline, "~/model", metadata={"note": "home"})
+    assert (tmp_path / "model" / "skface.json").is_file()
+    X, _ = tiny_data
+    np.testing.assert_array_equal(load_pretrained("~/model").predict(X[:4]), pipeline.predict(X[:4]))
+    assert read_metadata("~/model") == {"note": "home"}
+
+
 @pytest.fixture(scope="module")
 def saved(pipeline, tmp_path_factory):
     return save_pretrained(pipeline, tmp_path_factory.mktemp("saved") / "model")

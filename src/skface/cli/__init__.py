@@ -18,6 +18,7 @@ def _train_parser(sub) -> None:
         add_configuration_argument,
         add_data_arguments,
         add_estimator_arguments,
+        add_init_model_argument,
     )
 
     p = sub.add_parser(
@@ -33,11 +34,7 @@ def _train_parser(sub) -> None:
     add_data_arguments(p)
     add_estimator_arguments(p)
     add_configuration_argument(p)
-    p.add_argument("--init-model", default=None, metavar="MODEL",
-                   help="go on training the network of a saved model (a folder saved by --save, or 'pretrained' "
-                        "for the shipped one) instead of a new one: fine-tuning it on --data. The image size, "
-                        "colour and hyperparameters not given are the model's (its epochs too: give --epochs and "
-                        "--learning-rate for the fine-tuning); those that shape the network cannot change")
+    add_init_model_argument(p)
     p.add_argument("--save", type=Path, default=None, help="folder to save the fitted pipeline to (see load_pretrained)")
     p.set_defaults(func=_train, parser=p)
 
@@ -193,26 +190,16 @@ def _train(args) -> int:
     from ..data.sources import SyntheticDataWarning
     from ..data.utkface import SkippedFilesWarning
     from ..evaluation import evaluate
-    from ..network.persistence import load_pretrained, read_metadata, save_pretrained
-    from ..network.pipeline import held_out_answers, initial_estimator, train_pipeline, training_data
-    from .options import inherit_options, training_arguments
+    from ..network.persistence import save_pretrained
+    from ..network.pipeline import held_out_answers, train_pipeline, training_data
+    from .options import training_arguments
     from .report import print_figures
 
-    saved = init = base = None
-    if args.init_model is not None:  # loaded and checked before the data is read, which takes a while
-        folder = None if args.init_model == "pretrained" else args.init_model
-        saved, base = load_pretrained(folder), read_metadata(folder)
-        inherit_options(args.parser, args, saved)
     kwargs = training_arguments(args.parser, args)
-    params, config = kwargs.pop("params"), kwargs.pop("config")
+    params, config, init = kwargs.pop("params"), kwargs.pop("config"), kwargs.pop("init")
     if config is not None:
         print(f"Configuration {config!r}: {kwargs['image_size']} px {kwargs['color']}, {params}")
-    if saved is not None:
-        _check_lineage(args, config, base.get("configuration"))
-        try:
-            init = initial_estimator(saved, params, image_size=kwargs["image_size"], color=kwargs["color"])
-        except ValueError as exc:
-            args.parser.error(f"--init-model {args.init_model}: {exc}")
+    if init is not None:
         print(f"Fine-tuning {args.init_model}: {kwargs['image_size']} px {kwargs['color']}, {params}")
     with warnings.catch_warnings(record=True) as caught:
         # Said below in this command's own words; the skipped files' counts by reason as they are, without
@@ -236,7 +223,7 @@ def _train(args) -> int:
     pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=kwargs["image_size"],
                                        color=kwargs["color"], seed=kwargs["seed"],
                                        calibration=(split.X_calibration, split.y_calibration),
-                                       init=init)
+                                       init=None if init is None else init.estimator)
     estimator = pipeline[-1]
     y_pred, proba, intervals = held_out_answers(estimator, split.X_test)
     figures = evaluate(split.y_test, y_pred, proba, race=split.race_test, intervals=intervals)
@@ -259,7 +246,7 @@ def _train(args) -> int:
             "seed": kwargs["seed"],
             "aligned_views": kwargs["aligned_views"],
             "train_on_extra": kwargs["train_on_extra"],
-            **({} if args.init_model is None else {"init_model": _lineage(args.init_model, base)}),
+            **({} if init is None else {"init_model": init.lineage}),
             "n_train": int(len(split.X_train)),
             "n_test": int(len(split.X_test)),
             "n_calibration": int(len(split.X_calibration)),
@@ -269,24 +256,6 @@ def _train(args) -> int:
         save_pretrained(pipeline, args.save, metadata=metadata)
         print(f"\nSaved to {args.save}; load it with skface.load_pretrained({str(args.save)!r}).")
     return 0
-
-
-def _check_lineage(args, config: str | None, started: str | None) -> None:
-    """A configuration that fine-tunes a model of another starts from one of that configuration (``started``, the
-    saved model's), or of none named."""
-    from ..configurations import get_configuration
-
-    expected = None if config is None else get_configuration(config)["init"]
-    if expected and started not in (None, expected):
-        args.parser.error(f"--config {config} fine-tunes a model of configuration {expected}, but "
-                          f"{args.init_model} was trained with {started}; give one trained with --config {expected}.")
-
-
-def _lineage(init_model: str, base: dict) -> dict:
-    """What a fine-tuned model started from: the saved model's path and how it was trained (its metadata ``base``)."""
-    keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "train_on_extra", "n_train",
-            "train_seconds")
-    return {"path": init_model, **{key: base[key] for key in keys if key in base}}
 
 
 def _image_files(inputs: list[Path]) -> tuple[list[Path], int]:
@@ -398,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     _score_spark_parser(sub)
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv[argv.index(args.command) + 1:]  # the command's own arguments
 
     from ..exceptions import SkfaceError
     from ..quiet import import_tensorflow_quietly

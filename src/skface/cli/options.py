@@ -263,20 +263,56 @@ def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
                              "every hyperparameter; 'none' takes them from the options")
 
 
+def add_init_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--init-model MODEL``: fine-tune a saved model; :func:`training_arguments` loads and checks it.
+
+    :func:`training_arguments` reads which options were typed from
+    ``args.argv``, the command's own arguments, which the command sets.
+    """
+    parser.add_argument("--init-model", default=None, metavar="MODEL",
+                        help="go on training the network of a saved model (a folder saved by skface train --save, or "
+                             "'pretrained' for the shipped one) instead of a new one: fine-tuning it on --data. The "
+                             "image size, colour and hyperparameters not given are the model's (its epochs too: give "
+                             "--epochs and --learning-rate for the fine-tuning); those that shape the network cannot "
+                             "change")
+
+
 def inherit_options(parser: argparse.ArgumentParser, args: argparse.Namespace, saved) -> None:
     """Fine-tuning ``saved`` (a loaded pipeline): the image size, colour and hyperparameters not given on the
-    command line (``args.argv``, after the command's name) become the model's, so that only what changes needs
+    command line (``args.argv``, the command's own arguments) become the model's, so that only what changes needs
     typing. Nothing is taken with ``--config``, which sets them all."""
     if getattr(args, "config", "none") != "none":
         return
     # Parsed again into a namespace where every option holds a marker: those given replace it.
     unset = object()
     probe = argparse.Namespace(**{action.dest: unset for action in parser._actions})
-    parser.parse_args(args.argv[args.argv.index(args.command) + 1:], namespace=probe)
+    parser.parse_args(args.argv, namespace=probe)
     values = {**saved[-1].get_params(), "image_size": saved[-2].image_size, "color": saved[-2].color}
     for name in ("image_size", "color", *estimator_options()):
         if getattr(probe, name) is unset:
             setattr(args, name, values[name])
+
+
+def _initial(parser: argparse.ArgumentParser, init_model: str, kwargs: dict, params: dict, saved, base: dict):
+    """The estimator of the saved model ``init_model`` to fine-tune, checked against the configuration that
+    ``kwargs`` names and against ``params``, with what it was trained from (``lineage``)."""
+    from sklearn.utils import Bunch
+
+    from ..configurations import get_configuration
+    from ..network.pipeline import initial_estimator
+
+    config, started = kwargs["config"], base.get("configuration")
+    expected = None if config is None else get_configuration(config)["init"]
+    if expected and started not in (None, expected):
+        parser.error(f"--config {config} fine-tunes a model of configuration {expected}, but {init_model} was "
+                     f"trained with {started}; give one trained with --config {expected}.")
+    try:
+        estimator = initial_estimator(saved, params, image_size=kwargs["image_size"], color=kwargs["color"])
+    except ValueError as exc:
+        parser.error(f"--init-model {init_model}: {exc}")
+    keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "train_on_extra", "n_train",
+            "train_seconds")
+    return Bunch(estimator=estimator, lineage={"path": init_model, **{key: base[key] for key in keys if key in base}})
 
 
 def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str = "train") -> dict:
@@ -293,10 +329,27 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     kwargs : dict
         ``data``, ``extra_data`` (a list), ``n_synthetic``, ``image_size``,
         ``color``, ``test_split``, ``calibration_split``, ``train_on_extra``,
-        ``balance_age_bands``, ``aligned_views``, ``seed``, ``config`` (a name or None) and
-        ``params`` (AgeGenderCNN's hyperparameters).
+        ``balance_age_bands``, ``aligned_views``, ``seed``, ``config`` (a name or None),
+        ``params`` (AgeGenderCNN's hyperparameters) and ``init``: None, or
+        with ``--init-model`` the saved model's ``estimator`` to fine-tune
+        (:func:`skface.network.pipeline.initial_estimator`) and its
+        ``lineage``, what it was trained from, for the record.
     """
     options = estimator_options(command)
+    init_model = getattr(args, "init_model", None)
+    init_model = None if init_model == "none" else init_model  # MLproject's default
+    if init_model is not None:  # loaded and checked before the data is read, which takes a while
+        from ..exceptions import SkfaceError
+        from ..network.persistence import load_pretrained, read_metadata
+        from ..quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        folder = None if init_model == "pretrained" else init_model
+        try:
+            saved, base = load_pretrained(folder), read_metadata(folder)
+        except SkfaceError as exc:
+            parser.error(f"--init-model: {exc}")
+        inherit_options(parser, args, saved)
     kwargs = {name: getattr(args, name) for name in DATA_DEFAULTS}
     kwargs["extra_data"] = [] if kwargs["extra_data"] in ("none", "") else [
         path.strip() for path in kwargs["extra_data"].split(",") if path.strip()]
@@ -307,7 +360,7 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
         from ..configurations import get_configuration
 
         configuration = get_configuration(config)
-        if configuration["init"] and getattr(args, "init_model", None) is None:
+        if configuration["init"] and init_model is None:
             parser.error(f"--config {config} fine-tunes a model of configuration {configuration['init']}: train "
                          f"that first (skface train --config {configuration['init']} --data ... --save DIR), then "
                          f"give it with skface train --config {config} --init-model DIR.")
@@ -325,6 +378,7 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
                      "--calibration-split 0 holds out none; give --calibration-split (the one that the model was "
                      "first trained with), or leave out --extra-data.")
     kwargs["params"] = params
+    kwargs["init"] = None if init_model is None else _initial(parser, init_model, kwargs, params, saved, base)
     return kwargs
 
 

@@ -316,7 +316,7 @@ def read_metadata(path: str | os.PathLike | None = None) -> dict:
     metadata : dict
         Empty when none was kept.
     """
-    params_file = (default_pretrained_dir() if path is None else Path(path)) / PARAMS_FILE
+    params_file = (default_pretrained_dir() if path is None else Path(path).expanduser()) / PARAMS_FILE
     try:
         return dict(json.loads(params_file.read_text()).get("metadata") or {})
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -393,7 +393,7 @@ def save_pretrained(pipeline: Pipeline, path: str | os.PathLike, *, metadata: di
     except (TypeError, ValueError) as exc:
         raise ValueError(f"this pipeline cannot be saved as it is, since load_pretrained would refuse it: {exc}.") \
             from None
-    folder = Path(path)
+    folder = Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     from .architecture import save_network
 
@@ -440,7 +440,7 @@ def load_pretrained(path: str | os.PathLike | None = None) -> Pipeline:
     """
     from .architecture import load_network
 
-    folder = default_pretrained_dir() if path is None else Path(path)
+    folder = default_pretrained_dir() if path is None else Path(path).expanduser()
     model_file, params_file = folder / MODEL_FILE, folder / PARAMS_FILE
     if not model_file.is_file() or not params_file.is_file():
         if path is None:

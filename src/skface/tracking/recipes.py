@@ -8,6 +8,7 @@ call these with typed keyword arguments; training itself is
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -41,9 +42,15 @@ def _as_param(value):
     return 0 if value is None else value  # early_stopping=None is 0 on the command line
 
 
-def _fit_and_log(split, params: dict, seed: int, *, verbose: int = 1):
-    """Fit one pipeline inside the active run and log everything about it. Returns (pipeline, figures)."""
+def _fit_and_log(split, params: dict, seed: int, *, verbose: int = 1, init=None):
+    """Fit one pipeline inside the active run and log everything about it. Returns (pipeline, figures).
+
+    ``init`` (as :func:`skface.cli.options.training_arguments` gives it) fine-tunes a saved model's network.
+    """
     log_params({**{name: _as_param(value) for name, value in params.items()}, "random_state": seed})
+    if init is not None:
+        log_params({"init_model": init.lineage["path"]})
+        mlflow.set_tag("skface.init_model", json.dumps(init.lineage))
     n_train = len(split.X_train)
     n_val = int(np.floor(params.get("validation_split", 0.1) * n_train))
     log_data(split.data, n_train=n_train - n_val, n_test=len(split.X_test), n_val=n_val,
@@ -51,7 +58,8 @@ def _fit_and_log(split, params: dict, seed: int, *, verbose: int = 1):
     pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=split.data.image_size,
                                        color=split.data.color, seed=seed, verbose=verbose,
                                        callbacks=[MlflowMetricsCallback()],
-                                       calibration=(split.X_calibration, split.y_calibration))
+                                       calibration=(split.X_calibration, split.y_calibration),
+                                       init=None if init is None else init.estimator)
     estimator = pipeline[-1]
     mlflow.log_metrics({"train_seconds": seconds, "epochs_trained": estimator.n_epochs_})
     figures = log_evaluation(pipeline, split.X_test, split.y_test, history=estimator.history_,
@@ -82,8 +90,9 @@ def _champion_scorer(split, *, test_split: float, seed: int, n_synthetic: int):
 def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: int = 2000, image_size: int = 64,
               color: str = "grayscale", test_split: float = 0.2, calibration_split: float = 0.0,
               train_on_extra: bool = True, balance_age_bands: bool = False, aligned_views: bool = False, seed: int = 0,
-              config: str | None = None, registered_model: str = "skface", experiment: str | None = None) -> dict:
-    """The ``main`` entry point: train, evaluate, log, register.
+              config: str | None = None, init=None, registered_model: str = "skface",
+              experiment: str | None = None) -> dict:
+    """The ``main`` and ``configuration`` entry points: train (or fine-tune), evaluate, log, register.
 
     Parameters
     ----------
@@ -94,6 +103,13 @@ def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: i
         The data and its split, as in :func:`skface.network.pipeline.training_data`.
     config : str, optional
         Name of the configuration that ``params`` came from, logged as a param.
+    init : Bunch, optional
+        A saved model to fine-tune instead of training a new network: its
+        ``estimator`` (:func:`skface.network.pipeline.initial_estimator`) and
+        its ``lineage`` (``path`` and how it was trained), logged as the param
+        ``init_model`` and the tag ``skface.init_model``. This is what
+        :func:`skface.cli.options.training_arguments` gives for
+        ``--init-model``.
     registered_model : str, default="skface"
         Registered model that gets a new version.
     experiment : str, optional
@@ -115,8 +131,9 @@ def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: i
                               calibration_split=calibration_split, train_on_extra=train_on_extra,
                               balance_age_bands=balance_age_bands, aligned_views=aligned_views, seed=seed,
                               image_size=image_size, color=color, n_synthetic=n_synthetic)
-        name_run(f"{config or params['architecture']}-{split.data.kind}-{params['epochs']}ep")
-        pipeline, figures = _fit_and_log(split, params, seed)
+        name_run(f"{config or params['architecture']}-{split.data.kind}-{params['epochs']}ep"
+                 + ("" if init is None else "-finetuned"))
+        pipeline, figures = _fit_and_log(split, params, seed, init=init)
         info = log_model(pipeline)
         version, promoted, reason = register(
             info, registered_model, split.data, figures["test_score"],
