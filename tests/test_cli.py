@@ -115,10 +115,11 @@ def test_predict_in_small_batches_matches_one_batch(trained, tmp_path, capsys):
     assert capsys.readouterr().out == whole
 
 
-def test_predict_with_an_unknown_model_spec(tmp_path):
+def test_predict_with_an_unknown_model_spec(tmp_path, capsys):
     Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
-    with pytest.raises(SystemExit, match="neither a saved model folder nor an MLflow model URI"):
-        main(["predict", str(tmp_path / "a.png"), "--model", "no-such-model"])
+    assert main(["predict", str(tmp_path / "a.png"), "--model", "no-such-model"]) == 2
+    assert ("skface predict: error: --model: 'no-such-model' is neither a saved model folder (skface train --save) nor "
+            "an MLflow model URI") in capsys.readouterr().err
 
 
 def test_predict_from_an_mlflow_model_uri(trained, tmp_path, capsys, monkeypatch):
@@ -270,7 +271,7 @@ def test_fine_tuning_a_missing_model_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data", "synthetic", "--init-model", str(tmp_path / "nope")])
     assert exit_info.value.code == 2
-    assert f"--init-model: {tmp_path / 'nope'} holds no saved skface model" in capsys.readouterr().err
+    assert f"--init-model: '{tmp_path / 'nope'}' is neither a saved model folder" in capsys.readouterr().err
 
 
 def test_train_says_which_files_it_skipped_in_one_plain_line(tmp_path, capsys):

@@ -315,7 +315,7 @@ def test_run_trains_a_named_configuration_and_logs_what_it_trained(store, monkey
     assert estimator.input_shape_ == (16, 16, 3) and estimator.flip_tta
 
 
-def test_run_fine_tunes_a_saved_model_of_the_configuration_it_starts_from(store, monkeypatch, tmp_path):
+def test_run_fine_tunes_a_logged_model_of_the_configuration_it_starts_from(store, monkeypatch, tmp_path, capsys):
     import json
 
     from skface import load_pretrained
@@ -327,24 +327,28 @@ def test_run_fine_tunes_a_saved_model_of_the_configuration_it_starts_from(store,
     monkeypatch.setitem(CONFIGURATIONS, "tinytuned", {"image_size": 16, "color": "rgb", "init": "tiny",
                                                       "estimator": {**tiny, "epochs": 1, "learning_rate": 1e-4}})
     data = ["--data", "synthetic", "--n-synthetic", "60"]
-    assert skface(["train", "--config", "tiny", *data, "--save", str(tmp_path / "tiny")]) == 0
-    kwargs, _ = load_script("train").parse_args(["--config", "tinytuned", "--init-model", str(tmp_path / "tiny"), *data])
+    first = run_train(**load_script("train").parse_args(["--config", "tiny", *data])[0])
+    # Both stages as tracked runs: the second starts from the model that the first logged.
+    uri = f"runs:/{first['run_id']}/model"
+    kwargs, _ = load_script("train").parse_args(["--config", "tinytuned", "--init-model", uri, *data])
     summary = run_train(**kwargs)
     run = MlflowClient().get_run(summary["run_id"])
-    assert run.data.params["init_model"] == str(tmp_path / "tiny") and run.data.params["epochs"] == "1"
+    assert run.data.params["init_model"] == uri and run.data.params["epochs"] == "1"
     assert run.data.params["config"] == "tinytuned" and run.info.run_name.endswith("-finetuned")
     lineage = json.loads(run.data.tags["skface.init_model"])
-    assert lineage["configuration"] == "tiny" and lineage["data"] == "synthetic"
-    base = load_pretrained(tmp_path / "tiny")[-1]
+    assert lineage["run_id"] == first["run_id"] and lineage["configuration"] == "tiny"
+    assert lineage["data"] == "synthetic" and lineage["seed"] == 0 and lineage["n_train"] > 0
+    base = mlflow.pyfunc.load_model(uri).unwrap_python_model().pipeline_[-1]
     tuned = mlflow.pyfunc.load_model(summary["model_uri"]).unwrap_python_model().pipeline_[-1]
     assert tuned.n_epochs_ == 1 and tuned.learning_rate == 1e-4
     changed = [not np.array_equal(a, b) for a, b in zip(base.model_.get_weights(), tuned.model_.get_weights())]
     assert any(changed) and len(changed) == len(base.model_.get_weights())
-    # A model of another configuration is refused before anything is read or logged.
-    assert skface(["train", "--config", "tinytuned", "--init-model", str(tmp_path / "tiny"), *data,
-                   "--save", str(tmp_path / "tuned")]) == 0
+    # A folder saved by skface train goes the same way, and a model of another configuration is refused.
+    assert skface(["train", "--config", "tinytuned", "--init-model", uri, *data, "--save", str(tmp_path / "tuned")]) == 0
+    assert load_pretrained(tmp_path / "tuned")[-1].epochs == 1
     with pytest.raises(SystemExit):
         load_script("train").parse_args(["--config", "tinytuned", "--init-model", str(tmp_path / "tuned"), *data])
+    assert "--config tinytuned fine-tunes a model of configuration tiny, but" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script", ["train", "sweep"])

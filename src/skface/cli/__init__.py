@@ -125,10 +125,11 @@ def _serve(args) -> int:
     import tempfile
 
     from ..tracking.pyfunc import as_mlflow_model, save_model
+    from .options import load_model
 
     with tempfile.TemporaryDirectory(prefix="skface-serve-") as scratch:
         if args.save is not None:
-            folder = save_model(_load_model(args.model), args.save)
+            folder = save_model(load_model(args.model), args.save)
         else:
             # A logged model is served as it is; a skface model is written afresh each time (a few
             # seconds), so the served code is always this skface's.
@@ -277,29 +278,15 @@ def _image_files(inputs: list[Path]) -> tuple[list[Path], int]:
     return files, n_empty
 
 
-def _load_model(spec: str | None):
-    from ..network.persistence import load_pretrained
-
-    if spec is None or Path(spec).is_dir():
-        return load_pretrained(spec)
-    if ":/" in spec:
-        from ..tracking.pyfunc import load_estimator
-
-        return load_estimator(spec)
-    raise SystemExit(
-        f"skface predict: --model {spec!r} is neither a saved model folder nor an MLflow model URI "
-        "(models:/NAME@ALIAS, runs:/RUN_ID/model)."
-    )
-
-
 def _predict(args) -> int:
     from tqdm.auto import tqdm
 
     from ..network.pipeline import predict_rows
+    from .options import load_model
 
     if args.batch_size < 1:
         raise SystemExit(f"skface predict: --batch-size must be at least 1, got {args.batch_size}.")
-    pipeline = _load_model(args.model)
+    pipeline = load_model(args.model)
     files, n_empty = _image_files(args.inputs)
     if not files:
         return 1

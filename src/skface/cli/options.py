@@ -17,6 +17,7 @@ import argparse
 import inspect
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from ..network.estimator import AgeGenderCNN
@@ -263,6 +264,53 @@ def add_configuration_argument(parser: argparse.ArgumentParser) -> None:
                              "every hyperparameter; 'none' takes them from the options")
 
 
+def load_model(spec: str | None, *, option: str = "--model", with_metadata: bool = False):
+    """The fitted pipeline that a command's model option names.
+
+    Parameters
+    ----------
+    spec : str or None
+        None or ``"pretrained"`` for the shipped model, a folder saved by
+        ``skface train --save``, or an MLflow model URI
+        (``models:/NAME@ALIAS``, ``runs:/RUN_ID/model``).
+    option : str, default="--model"
+        The option's name, for the error.
+    with_metadata : bool, default=False
+        Also return what the model was trained on: a folder's saved metadata
+        (:func:`skface.network.persistence.read_metadata`), or what the run of
+        a logged model logged (:func:`skface.tracking.pyfunc.logged_metadata`).
+
+    Returns
+    -------
+    pipeline : Pipeline
+        Or ``(pipeline, metadata)`` with ``with_metadata``.
+
+    Raises
+    ------
+    SkfaceError
+        Its message starting with ``option``: ``ModelNotFoundError`` when
+        ``spec`` is none of these or a URI does not resolve,
+        ``PretrainedModelError`` for a folder that holds no saved model.
+    """
+    from ..exceptions import ModelNotFoundError, SkfaceError
+    from ..network.persistence import load_pretrained, read_metadata
+
+    folder = None if spec in (None, "pretrained") else spec
+    try:
+        if folder is None or Path(folder).expanduser().is_dir():
+            pipeline = load_pretrained(folder)
+            return (pipeline, read_metadata(folder)) if with_metadata else pipeline
+        if ":/" in folder:
+            from ..tracking.pyfunc import load_estimator, logged_metadata
+
+            pipeline = load_estimator(folder)
+            return (pipeline, logged_metadata(folder)) if with_metadata else pipeline
+    except SkfaceError as exc:
+        raise type(exc)(f"{option}: {exc}") from None
+    raise ModelNotFoundError(f"{option}: {spec!r} is neither a saved model folder (skface train --save) nor an MLflow "
+                             "model URI (models:/NAME@ALIAS, runs:/RUN_ID/model).")
+
+
 def add_init_model_argument(parser: argparse.ArgumentParser) -> None:
     """``--init-model MODEL``: fine-tune a saved model; :func:`training_arguments` loads and checks it.
 
@@ -270,8 +318,9 @@ def add_init_model_argument(parser: argparse.ArgumentParser) -> None:
     ``args.argv``, the command's own arguments, which the command sets.
     """
     parser.add_argument("--init-model", default=None, metavar="MODEL",
-                        help="go on training the network of a saved model (a folder saved by skface train --save, or "
-                             "'pretrained' for the shipped one) instead of a new one: fine-tuning it on --data. The "
+                        help="go on training the network of a saved model (a folder saved by skface train --save, "
+                             "'pretrained' for the shipped one, or an MLflow model URI such as runs:/RUN_ID/model) "
+                             "instead of a new one: fine-tuning it on --data. The "
                              "image size, colour and hyperparameters not given are the model's (its epochs too: give "
                              "--epochs and --learning-rate for the fine-tuning); those that shape the network cannot "
                              "change")
@@ -310,8 +359,8 @@ def _initial(parser: argparse.ArgumentParser, init_model: str, kwargs: dict, par
         estimator = initial_estimator(saved, params, image_size=kwargs["image_size"], color=kwargs["color"])
     except ValueError as exc:
         parser.error(f"--init-model {init_model}: {exc}")
-    keys = ("data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "train_on_extra", "n_train",
-            "train_seconds")
+    keys = ("run_id", "data", "extra_data", "data_digest", "configuration", "seed", "aligned_views", "train_on_extra",
+            "n_train", "train_seconds")
     return Bunch(estimator=estimator, lineage={"path": init_model, **{key: base[key] for key in keys if key in base}})
 
 
@@ -340,15 +389,13 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     init_model = None if init_model == "none" else init_model  # MLproject's default
     if init_model is not None:  # loaded and checked before the data is read, which takes a while
         from ..exceptions import SkfaceError
-        from ..network.persistence import load_pretrained, read_metadata
         from ..quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
-        folder = None if init_model == "pretrained" else init_model
         try:
-            saved, base = load_pretrained(folder), read_metadata(folder)
+            saved, base = load_model(init_model, option="--init-model", with_metadata=True)
         except SkfaceError as exc:
-            parser.error(f"--init-model: {exc}")
+            parser.error(str(exc))
         inherit_options(parser, args, saved)
     kwargs = {name: getattr(args, name) for name in DATA_DEFAULTS}
     kwargs["extra_data"] = [] if kwargs["extra_data"] in ("none", "") else [

@@ -282,6 +282,39 @@ def load_estimator(model_uri: str):
     return model.unwrap_python_model().pipeline_
 
 
+def logged_metadata(model_uri: str) -> dict:
+    """What the run that logged a model trained on, in the keys of ``skface train --save``'s metadata.
+
+    Parameters
+    ----------
+    model_uri : str
+        Any MLflow model URI, as in :func:`load_estimator`.
+
+    Returns
+    -------
+    metadata : dict
+        ``run_id``, ``configuration`` (None for none), ``data``,
+        ``data_digest`` and ``extra_data`` from the run's params and tags,
+        and ``seed`` and ``n_train`` when it logged them.
+
+    Raises
+    ------
+    ModelNotFoundError
+        As :func:`load_estimator`.
+    """
+    with _resolving(model_uri):
+        run_id = mlflow.models.get_model_info(model_uri).run_id
+        run = mlflow.MlflowClient().get_run(run_id)
+    params, tags = run.data.params, run.data.tags
+    config = params.get("config", "none")
+    out = {"run_id": run_id, "configuration": None if config == "none" else config,
+           "data": tags.get("skface.data_source"), "data_digest": tags.get("skface.data_digest"),
+           "extra_data": [path for path in tags.get("skface.extra_data", "").split(",") if path]}
+    out.update({key: int(params[name]) for key, name in (("seed", "random_state"), ("n_train", "n_train"))
+                if name in params})
+    return out
+
+
 def download_model(model_uri: str, folder: str | Path) -> Path:
     """A local copy of a logged model's MLflow model folder.
 
