@@ -344,7 +344,8 @@ def test_run_fine_tunes_a_logged_model_of_the_configuration_it_starts_from(store
     changed = [not np.array_equal(a, b) for a, b in zip(base.model_.get_weights(), tuned.model_.get_weights())]
     assert any(changed) and len(changed) == len(base.model_.get_weights())
     # A folder saved by skface train goes the same way, and a model of another configuration is refused.
-    assert skface(["train", "--config", "tinytuned", "--init-model", uri, *data, "--save", str(tmp_path / "tuned")]) == 0
+    tuned_folder = str(tmp_path / "tuned")
+    assert skface(["train", "--config", "tinytuned", "--init-model", uri, *data, "--save", tuned_folder]) == 0
     assert load_pretrained(tmp_path / "tuned")[-1].epochs == 1
     with pytest.raises(SystemExit):
         load_script("train").parse_args(["--config", "tinytuned", "--init-model", str(tmp_path / "tuned"), *data])
