@@ -409,8 +409,9 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
         configuration = get_configuration(config)
         if configuration["init"] and init_model is None:
             parser.error(f"--config {config} fine-tunes a model of configuration {configuration['init']}: train "
-                         f"that first (skface train --config {configuration['init']} --data ... --save DIR), then "
-                         f"give it with skface train --config {config} --init-model DIR.")
+                         f"that first (skface train --config {configuration['init']} --data ... --save DIR, or a run "
+                         f"of it), then give it as --init-model DIR or --init-model runs:/RUN_ID/model (mlflow run: "
+                         f"-P init_model=...).")
         given = [name for name in ("image_size", "color", *CONFIGURED_DATA, *options)
                  if getattr(args, name) != parser.get_default(name)]
         if given:
