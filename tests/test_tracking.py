@@ -343,7 +343,7 @@ def test_run_fine_tunes_a_logged_model_of_the_configuration_it_starts_from(store
     assert tuned.n_epochs_ == 1 and tuned.learning_rate == 1e-4
     changed = [not np.array_equal(a, b) for a, b in zip(base.model_.get_weights(), tuned.model_.get_weights())]
     assert any(changed) and len(changed) == len(base.model_.get_weights())
-    # A folder saved by skface train goes the same way, and a model of another configuration is refused.
+    # skface train takes the logged model too; what it saves is of another configuration, and is refused.
     tuned_folder = str(tmp_path / "tuned")
     assert skface(["train", "--config", "tinytuned", "--init-model", uri, *data, "--save", tuned_folder]) == 0
     assert load_pretrained(tmp_path / "tuned")[-1].epochs == 1
@@ -357,7 +357,7 @@ def test_every_configuration_sets_its_options(script, capsys):
     from skface.configurations import CONFIGURATIONS
 
     for name, config in CONFIGURATIONS.items():
-        if config.get("init"):  # a fine-tuning needs the model it starts from, which only `skface train` takes
+        if config.get("init"):  # a fine-tuning needs the model it starts from (--init-model), which a sweep never takes
             with pytest.raises(SystemExit):
                 load_script(script).parse_args(["--config", name])
             assert f"--config {name} fine-tunes a model of configuration {config['init']}" in capsys.readouterr().err

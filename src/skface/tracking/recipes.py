@@ -146,9 +146,9 @@ def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: i
 def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "auto", extra_data=(),
               n_synthetic: int = 2000, image_size: int = 64, color: str = "grayscale", test_split: float = 0.2,
               calibration_split: float = 0.0, train_on_extra: bool = True, balance_age_bands: bool = False,
-              aligned_views: bool = False,
-              seed: int = 0, config: str | None = None, grid_text: str | None = None, registered_model: str = "skface",
-              experiment: str | None = None, backend: str = "local", n_jobs: int = -1) -> dict:
+              aligned_views: bool = False, seed: int = 0, config: str | None = None, grid_text: str | None = None,
+              registered_model: str = "skface", experiment: str | None = None, backend: str = "local",
+              n_jobs: int = -1) -> dict:
     """The ``sweep`` entry point: a grid over hyperparameters, one child run per trial.
 
     Trials are ranked by their last validation loss (never by the test
