@@ -70,6 +70,28 @@ def test_a_configuration_sets_the_calibration_and_refuses_a_second_word(capsys):
     assert "--calibration-split would be ignored" in capsys.readouterr().err
 
 
+def test_a_child_calibration_split_calibrates_on_more_faces(tmp_path, capsys):
+    from skface import write_synthetic_utkface
+
+    write_synthetic_utkface(tmp_path / "faces", 40, image_size=32, random_state=0)
+    counts = []
+    for flags in ([], ["--child-calibration-split", "0.5"]):
+        assert main(["train", "--data", str(tmp_path / "faces"), "--calibration-split", "0.25", *flags,
+                     "--image-size", "16", "--epochs", "1"]) == 0
+        counts.append(re.search(r"on (\d+) faces, in [\d.]+ s; calibrated on (\d+) others", capsys.readouterr().out))
+    (trained, calibrated), (trained_child, calibrated_child) = [(int(c[1]), int(c[2])) for c in counts]
+    assert calibrated_child > calibrated and trained_child + calibrated_child == trained + calibrated
+
+
+@pytest.mark.parametrize("flags", [["--child-calibration-split", "0.2"],
+                                   ["--calibration-split", "0.3", "--child-calibration-split", "0.2"]])
+def test_a_child_calibration_split_needs_a_smaller_calibration_split(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "synthetic", *flags])
+    assert exit_info.value.code == 2
+    assert "give a --calibration-split above 0 and at most --child-calibration-split" in capsys.readouterr().err
+
+
 def test_train_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--epochs", "1"]) == 2
     assert "skface train: error:" in capsys.readouterr().err

@@ -862,17 +862,20 @@ def test_an_empty_list_of_sources_is_refused():
         load_utkface([])
 
 
+def write_two_sources(folder, *, seed, n_main, n_extra, main_ages=(0, 90), extra_ages=(20, 40)):
+    """Two UTKFace folders, ``folder/main`` and ``folder/extra``, of distinct photos with random ages."""
+    rng = np.random.default_rng(seed)
+    write_files(folder / "main", {f"{rng.integers(*main_ages)}_{i % 2}_{i % 5}_2017011{i % 10}1{i:08d}.jpg.chip.jpg":
+                                  image_bytes(i) for i in range(n_main)})
+    write_files(folder / "extra", {f"{rng.integers(*extra_ages)}_{i % 2}_0_2017021{i % 10}1{i:08d}.jpg.chip.jpg":
+                                   image_bytes(1000 + i) for i in range(n_extra)})
+
+
 def test_extra_sources_add_training_faces_only(tmp_path):
     from skface.data.sources import balanced_index, train_test_data
     from skface.evaluation import age_band
 
-    rng = np.random.default_rng(0)
-    main = {f"{rng.integers(0, 90)}_{i % 2}_{i % 5}_2017011{i % 10}1{i:08d}.jpg.chip.jpg": image_bytes(i)
-            for i in range(40)}
-    extra = {f"{rng.integers(20, 40)}_{i % 2}_0_2017021{i % 10}1{i:08d}.jpg.chip.jpg": image_bytes(1000 + i)
-             for i in range(60)}
-    write_files(tmp_path / "main", main)
-    write_files(tmp_path / "extra", extra)
+    write_two_sources(tmp_path, seed=0, n_main=40, n_extra=60)
     kwargs = {"image_size": 16, "color": "grayscale", "verbose": False, "seed": 0}
     alone = train_test_data(str(tmp_path / "main"), **kwargs)
     both = train_test_data(str(tmp_path / "main"), extra_data=[str(tmp_path / "extra")], calibration_split=0.2,
@@ -892,7 +895,7 @@ def test_extra_sources_add_training_faces_only(tmp_path):
                                balance_age_bands=True, **kwargs)
     assert len(balanced.X_train) > len(alone.X_train) + 60
     # An under-represented band gets as many rows as its share of the main source's training part would give.
-    n_train = len(alone.y_train) + len(extra)  # the training rows before repeats
+    n_train = len(alone.y_train) + 60  # the training rows before repeats (60 extra faces)
     for band in set(age_band(alone.y_train[:, 0])):
         wanted = np.mean(age_band(alone.y_train[:, 0]) == band) * n_train
         assert np.sum(age_band(balanced.y_train[:, 0]) == band) >= wanted - 1, band
@@ -904,11 +907,7 @@ def test_extra_sources_may_only_calibrate_with_the_faces_they_held_out_when_trai
     from skface.data.sources import train_test_data
     from skface.faces import aligned_views
 
-    rng = np.random.default_rng(1)
-    write_files(tmp_path / "main", {f"{rng.integers(0, 90)}_{i % 2}_{i % 5}_2017011{i % 10}1{i:08d}.jpg.chip.jpg":
-                                    image_bytes(i) for i in range(40)})
-    write_files(tmp_path / "extra", {f"{rng.integers(20, 40)}_{i % 2}_0_2017021{i % 10}1{i:08d}.jpg.chip.jpg":
-                                     image_bytes(1000 + i) for i in range(30)})
+    write_two_sources(tmp_path, seed=1, n_main=40, n_extra=30)
     kwargs = {"image_size": 16, "color": "rgb", "verbose": False, "seed": 0, "calibration_split": 0.2,
               "extra_data": [str(tmp_path / "extra")]}
     trained = train_test_data(str(tmp_path / "main"), **kwargs)
@@ -925,6 +924,39 @@ def test_extra_sources_may_only_calibrate_with_the_faces_they_held_out_when_trai
                                                                           alone.X_train)
     with pytest.raises(ValueError, match="calibration_split=0 holds out none, so extra_data would go unused"):
         train_test_data(str(tmp_path / "main"), **{**kwargs, "calibration_split": 0.0}, train_on_extra=False)
+
+
+def test_a_child_calibration_split_holds_out_more_children_only(tmp_path):
+    from skface.data.sources import CHILD_AGE, train_test_data
+
+    write_two_sources(tmp_path, seed=2, n_main=120, n_extra=60, main_ages=(0, 60), extra_ages=(0, 40))
+    kwargs = {"image_size": 16, "color": "grayscale", "verbose": False, "seed": 0, "calibration_split": 0.1,
+              "extra_data": [str(tmp_path / "extra")]}
+    plain = train_test_data(str(tmp_path / "main"), **kwargs)
+    more = train_test_data(str(tmp_path / "main"), child_calibration_split=0.4, **kwargs)
+
+    def rows(images):
+        return {image.tobytes() for image in images}
+
+    def children(y):
+        return int(np.sum(y[:, 0] < CHILD_AGE))
+
+    assert np.array_equal(more.X_test, plain.X_test)
+    # Every face that calibration_split holds out stays held out, and only children join them.
+    assert rows(plain.X_calibration) < rows(more.X_calibration)
+    added = rows(more.X_calibration) - rows(plain.X_calibration)
+    added_y = np.array([y for x, y in zip(more.X_calibration, more.y_calibration) if x.tobytes() in added])
+    assert len(added_y) and np.all(added_y[:, 0] < CHILD_AGE)
+    assert rows(more.X_train) == rows(plain.X_train) - added
+    n_children = children(plain.y_train) + children(plain.y_calibration)
+    assert children(more.y_calibration) >= 0.4 * n_children - 2
+    # The trained-on extra faces give children too; trained on the main source alone, the same faces calibrate.
+    calibrating = train_test_data(str(tmp_path / "main"), child_calibration_split=0.4, train_on_extra=False, **kwargs)
+    assert np.array_equal(calibrating.X_calibration, more.X_calibration)
+    with pytest.raises(ValueError, match=r"child_calibration_split must be in \[calibration_split, 1\)"):
+        train_test_data(str(tmp_path / "main"), child_calibration_split=0.05, **kwargs)
+    with pytest.raises(ValueError, match="give a calibration_split too"):
+        train_test_data(str(tmp_path / "main"), **{**kwargs, "calibration_split": 0.0}, child_calibration_split=0.2)
 
 
 def test_extra_sources_need_a_utkface_source():

@@ -38,10 +38,11 @@ COMMAND_LINE_DEFAULTS = {
 
 #: The data options, with their defaults: every training command takes these.
 DATA_DEFAULTS = {"data": "auto", "extra_data": "none", "n_synthetic": 2000, "image_size": 64, "color": "grayscale",
-                 "test_split": 0.2, "calibration_split": 0.0, "train_on_extra": True, "balance_age_bands": False,
-                 "aligned_views": False, "seed": 0}
+                 "test_split": 0.2, "calibration_split": 0.0, "child_calibration_split": 0.0, "train_on_extra": True,
+                 "balance_age_bands": False, "aligned_views": False, "seed": 0}
 # The data options that a configuration may set (its "data" entry), beside the image size and colour.
-CONFIGURED_DATA = ("calibration_split", "train_on_extra", "balance_age_bands", "aligned_views")
+CONFIGURED_DATA = ("calibration_split", "child_calibration_split", "train_on_extra", "balance_age_bands",
+                   "aligned_views")
 
 
 def whole_number(text) -> int:
@@ -217,6 +218,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration-split", type=calibration_share, default=d["calibration_split"],
                         help="share of the training faces held out to calibrate the model's age ranges and gender "
                              "probability (AgeGenderCNN.conformalize); 0 for none, and then no age ranges")
+    parser.add_argument("--child-calibration-split", type=calibration_share, default=d["child_calibration_split"],
+                        help="share of the training faces under 13 held out to calibrate, if larger than "
+                             "--calibration-split (their ranges' quantiles are the noisiest); 0 for the same share")
     parser.add_argument("--train-on-extra", type=boolean, nargs="?", const=True, default=d["train_on_extra"],
                         help="whether --extra-data is trained on; false keeps only its calibration faces (the same as "
                              "when trained on), to calibrate a model fine-tuned on --data alone from one trained on "
@@ -377,7 +381,7 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     -------
     kwargs : dict
         ``data``, ``extra_data`` (a list), ``n_synthetic``, ``image_size``,
-        ``color``, ``test_split``, ``calibration_split``, ``train_on_extra``,
+        ``color``, ``test_split``, ``calibration_split``, ``child_calibration_split``, ``train_on_extra``,
         ``balance_age_bands``, ``aligned_views``, ``seed``, ``config`` (a name or None),
         ``params`` (AgeGenderCNN's hyperparameters) and ``init``: None, or
         with ``--init-model`` the saved model's ``estimator`` to fine-tune
@@ -421,6 +425,10 @@ def training_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
         kwargs["image_size"], kwargs["color"] = configuration["image_size"], configuration["color"]
         kwargs.update(configuration["data"])
         params.update(configuration["estimator"])
+    if kwargs["child_calibration_split"] and not (0 < kwargs["calibration_split"] <= kwargs["child_calibration_split"]):
+        parser.error(f"--child-calibration-split {kwargs['child_calibration_split']} holds out children on top of "
+                     f"--calibration-split, which is {kwargs['calibration_split']}: give a --calibration-split above 0 "
+                     "and at most --child-calibration-split, or leave out --child-calibration-split.")
     if kwargs["extra_data"] and not kwargs["train_on_extra"] and not kwargs["calibration_split"]:
         parser.error("--train-on-extra false keeps only the calibration faces of --extra-data, and "
                      "--calibration-split 0 holds out none; give --calibration-split (the one that the model was "

@@ -14,6 +14,8 @@ from .synthetic import make_synthetic_faces
 from .utkface import CROP_SIZE, load_utkface
 
 _ARCHIVES = (".zip", ".tar.gz", ".tgz", ".tar")
+#: Faces younger than this are children for ``child_calibration_split``: the age bands 0-2 and 3-12.
+CHILD_AGE = 13
 
 
 class SyntheticDataWarning(UserWarning):
@@ -136,8 +138,8 @@ def resolve_data(
 
 
 def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.2, calibration_split: float = 0.0,
-                    train_on_extra: bool = True, balance_age_bands: bool = False, second_view=None, seed: int = 0,
-                    **kwargs) -> Bunch:
+                    child_calibration_split: float = 0.0, train_on_extra: bool = True,
+                    balance_age_bands: bool = False, second_view=None, seed: int = 0, **kwargs) -> Bunch:
     """:func:`resolve_data` split into training and test faces, stratified by age band and gender.
 
     Every training command splits this way, so that the same ``data`` and
@@ -162,6 +164,15 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
         faces are the same with or without extra sources: a model fine-tuned
         on ``data`` alone from one trained with them (``skface train
         --init-model``) is calibrated on faces that neither trained on.
+    child_calibration_split : float, default=0.0
+        Share of the training faces under 13 (:data:`CHILD_AGE`) held out for
+        calibration, if larger than ``calibration_split``; 0 for the same
+        share as the others. The children's ranges are a year or two wide and
+        their age bands few in the calibration faces, so their quantiles are
+        the noisiest: this holds out more children without taking adults from
+        training. The faces that ``calibration_split`` alone holds out are
+        held out as well, and the share applies to each source, as
+        ``calibration_split`` does.
     train_on_extra : bool, default=True
         Whether ``extra_data``'s faces are trained on. False keeps only their
         calibration faces, the same ones as when they are trained on: the
@@ -202,6 +213,12 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
         raise ValueError(f"test_split must be between 0 and 1 (exclusive), got {test_split}.")
     if not 0 <= calibration_split < 1:
         raise ValueError(f"calibration_split must be in [0, 1), got {calibration_split}; 0 holds out none.")
+    if child_calibration_split and not calibration_split <= child_calibration_split < 1:
+        raise ValueError(f"child_calibration_split must be in [calibration_split, 1) = [{calibration_split}, 1), "
+                         f"got {child_calibration_split}; 0 holds out children at calibration_split's share.")
+    if child_calibration_split and not calibration_split:
+        raise ValueError("child_calibration_split holds out more children than calibration_split, which is 0: the "
+                         "age ranges need calibration faces of every age; give a calibration_split too.")
     extra_data = [extra_data] if isinstance(extra_data, (str, Path)) else list(extra_data or ())
     if extra_data and not train_on_extra and not calibration_split:
         raise ValueError("train_on_extra=False keeps only the extra sources' calibration faces, and "
@@ -215,11 +232,12 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
     # The calibration faces of data are held out from data's training part as if there were no extra sources,
     # and the extra sources' own from theirs: a model trained on both and one fine-tuned from it on data alone
     # are calibrated on faces that neither trained on.
-    train, calibration = _held_out(train, faces.target, calibration_split, seed)
+    shares = (calibration_split, child_calibration_split)
+    train, calibration = _held_out(train, faces.target, *shares, seed)
     if extra_data:
         faces = _with_extra_sources(faces, extra_data, **kwargs)
         extra_train, extra_calibration = _held_out(np.arange(len(reference) + len(test), len(faces.target)),
-                                                   faces.target, calibration_split, seed)
+                                                   faces.target, *shares, seed)
         if train_on_extra:
             train = np.concatenate([train, extra_train])
         calibration = np.concatenate([calibration, extra_calibration])
@@ -235,13 +253,22 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
                  X_calibration=faces.images[calibration], y_calibration=faces.target[calibration])
 
 
-def _held_out(rows: np.ndarray, target: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rows`` split into those kept and a ``share`` held out (stratified, sorted); none held out of fewer than 2."""
+def _held_out(rows: np.ndarray, target: np.ndarray, share: float, child_share: float,
+              seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` split into those kept and a ``share`` held out (stratified, sorted), then more of the children kept
+    held out until ``child_share`` of them is; none held out of fewer than 2."""
     from ..evaluation import stratified_split
 
     if not share or len(rows) < 2:
         return rows, rows[:0]
     kept, held, _, _ = stratified_split(rows, target[rows], test_size=share, random_state=seed)
+    children = kept[target[kept, 0] < CHILD_AGE]
+    # Of the children kept, the share that brings the children held out to child_share of them all.
+    more_share = (child_share - share) / (1 - share)
+    if more_share > 0 and len(children):
+        more = children if np.ceil(more_share * len(children)) >= len(children) else stratified_split(
+            children, target[children], test_size=more_share, random_state=seed)[1]
+        kept, held = np.setdiff1d(kept, more), np.concatenate([held, more])
     return np.sort(kept), np.sort(held)
 
 

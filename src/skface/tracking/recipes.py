@@ -89,7 +89,8 @@ def _champion_scorer(split, *, test_split: float, seed: int, n_synthetic: int):
 
 def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: int = 2000, image_size: int = 64,
               color: str = "grayscale", test_split: float = 0.2, calibration_split: float = 0.0,
-              train_on_extra: bool = True, balance_age_bands: bool = False, aligned_views: bool = False, seed: int = 0,
+              child_calibration_split: float = 0.0, train_on_extra: bool = True, balance_age_bands: bool = False,
+              aligned_views: bool = False, seed: int = 0,
               config: str | None = None, init=None, registered_model: str = "skface",
               experiment: str | None = None) -> dict:
     """The ``main`` and ``configuration`` entry points: train (or fine-tune), evaluate, log, register.
@@ -98,8 +99,8 @@ def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: i
     ----------
     params : dict
         AgeGenderCNN's hyperparameters (``random_state`` is ``seed``).
-    data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, train_on_extra, balance_age_bands,
-    aligned_views, seed
+    data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, child_calibration_split,
+    train_on_extra, balance_age_bands, aligned_views, seed
         The data and its split, as in :func:`skface.network.pipeline.training_data`.
     config : str, optional
         Name of the configuration that ``params`` came from, logged as a param.
@@ -128,8 +129,9 @@ def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: i
         mlflow.set_tags({**environment_tags(), "skface.entry_point": "main"})
         log_params({"config": config or "none"})
         split = training_data(data=data, extra_data=extra_data, test_split=test_split,
-                              calibration_split=calibration_split, train_on_extra=train_on_extra,
-                              balance_age_bands=balance_age_bands, aligned_views=aligned_views, seed=seed,
+                              calibration_split=calibration_split, child_calibration_split=child_calibration_split,
+                              train_on_extra=train_on_extra, balance_age_bands=balance_age_bands,
+                              aligned_views=aligned_views, seed=seed,
                               image_size=image_size, color=color, n_synthetic=n_synthetic)
         name_run(f"{config or params['architecture']}-{split.data.kind}-{params['epochs']}ep"
                  + ("" if init is None else "-finetuned"))
@@ -145,7 +147,8 @@ def run_train(*, params: dict, data: str = "auto", extra_data=(), n_synthetic: i
 
 def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "auto", extra_data=(),
               n_synthetic: int = 2000, image_size: int = 64, color: str = "grayscale", test_split: float = 0.2,
-              calibration_split: float = 0.0, train_on_extra: bool = True, balance_age_bands: bool = False,
+              calibration_split: float = 0.0, child_calibration_split: float = 0.0, train_on_extra: bool = True,
+              balance_age_bands: bool = False,
               aligned_views: bool = False, seed: int = 0, config: str | None = None, grid_text: str | None = None,
               registered_model: str = "skface", experiment: str | None = None, backend: str = "local",
               n_jobs: int = -1) -> dict:
@@ -178,8 +181,8 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
     n_jobs : int, default=-1
         With ``backend="spark"``, trials at a time; -1 is as many as the
         executors run at once.
-    data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, train_on_extra, balance_age_bands,
-    aligned_views, seed
+    data, extra_data, n_synthetic, image_size, color, test_split, calibration_split, child_calibration_split,
+    train_on_extra, balance_age_bands, aligned_views, seed
         As in :func:`run_train`; so are ``config``, ``registered_model`` and ``experiment``.
 
     Returns
@@ -196,8 +199,9 @@ def run_sweep(*, grid: dict, params: dict, max_trials: int = 8, data: str = "aut
     with tracked_run() as parent:
         mlflow.set_tags({**environment_tags(), "skface.entry_point": "sweep", "skface.backend": backend})
         split = training_data(data=data, extra_data=extra_data, test_split=test_split,
-                              calibration_split=calibration_split, train_on_extra=train_on_extra,
-                              balance_age_bands=balance_age_bands, aligned_views=aligned_views, seed=seed,
+                              calibration_split=calibration_split, child_calibration_split=child_calibration_split,
+                              train_on_extra=train_on_extra, balance_age_bands=balance_age_bands,
+                              aligned_views=aligned_views, seed=seed,
                               image_size=image_size, color=color, n_synthetic=n_synthetic)
         log_params({"grid": grid_text or str(grid), "config": config or "none"})
         name_run(f"sweep-{config or params['architecture']}-{split.data.kind}-{len(list(ParameterGrid(grid)))}x")
