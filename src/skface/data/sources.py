@@ -167,12 +167,13 @@ def train_test_data(data: str = "auto", *, extra_data=(), test_split: float = 0.
     child_calibration_split : float, default=0.0
         Share of the training faces under 13 (:data:`CHILD_AGE`) held out for
         calibration, if larger than ``calibration_split``; 0 for the same
-        share as the others. The children's ranges are a year or two wide and
-        their age bands few in the calibration faces, so their quantiles are
-        the noisiest: this holds out more children without taking adults from
-        training. The faces that ``calibration_split`` alone holds out are
-        held out as well, and the share applies to each source, as
-        ``calibration_split`` does.
+        share as the others. A child's range is a year or two wide, and few
+        calibration faces are children, so their bands' quantiles are the
+        noisiest: this holds out more children without taking adults from
+        training (MODEL_CARD.md gives what it did for the shipped recipe).
+        The faces that ``calibration_split`` alone holds out are held out as
+        well, and the share applies to each source, as ``calibration_split``
+        does.
     train_on_extra : bool, default=True
         Whether ``extra_data``'s faces are trained on. False keeps only their
         calibration faces, the same ones as when they are trained on: the
