@@ -10,21 +10,25 @@ from ..quiet import import_tensorflow_quietly
 import_tensorflow_quietly()
 import keras  # noqa: E402  (after the quiet import above)
 
-from .runs import stop_requested  # noqa: E402
+from .runs import raise_if_stopped  # noqa: E402
 
 
 class MlflowMetricsCallback(keras.callbacks.Callback):
     """Log every epoch's losses, metrics and learning rate to the active MLflow run.
 
     Epochs are logged with ``step`` = the epoch number, counted from 1, so a
-    run that is stopped keeps every epoch it finished. After each batch it
-    also stops the training when the run was stopped (Ctrl-C, SIGTERM, or
-    ``mlflow run`` killed) but the interruption was lost on the way.
+    run that is stopped keeps every epoch it finished. After each batch,
+    training or validation, it stops the training if the run was stopped
+    (Ctrl-C, SIGTERM, or ``mlflow run`` killed): the safe point of
+    :func:`skface.tracking.runs.stops_deferred`, and a second chance when an
+    interruption was lost on the way.
     """
 
     def on_train_batch_end(self, batch, logs=None):
-        if stop_requested():
-            raise KeyboardInterrupt("stopped")
+        raise_if_stopped()
+
+    def on_test_batch_end(self, batch, logs=None):  # the validation at the end of each epoch
+        raise_if_stopped()
 
     def on_epoch_end(self, epoch, logs=None):
         values = {name: float(value) for name, value in (logs or {}).items() if np.isscalar(value)}

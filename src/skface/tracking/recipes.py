@@ -30,6 +30,7 @@ from .runs import (
     log_params,
     name_run,
     set_experiment,
+    stops_deferred,
     tracked_run,
     ui_link,
 )
@@ -55,11 +56,12 @@ def _fit_and_log(split, params: dict, seed: int, *, verbose: int = 1, init=None)
     n_val = int(np.floor(params.get("validation_split", 0.1) * n_train))
     log_data(split.data, n_train=n_train - n_val, n_test=len(split.X_test), n_val=n_val,
              n_calibration=len(split.X_calibration))
-    pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=split.data.image_size,
-                                       color=split.data.color, seed=seed, verbose=verbose,
-                                       callbacks=[MlflowMetricsCallback()],
-                                       calibration=(split.X_calibration, split.y_calibration),
-                                       init=None if init is None else init.estimator)
+    with stops_deferred():  # a stop ends the training after its batch, not inside the epoch's commit to the store
+        pipeline, seconds = train_pipeline(split.X_train, split.y_train, params, image_size=split.data.image_size,
+                                           color=split.data.color, seed=seed, verbose=verbose,
+                                           callbacks=[MlflowMetricsCallback()],
+                                           calibration=(split.X_calibration, split.y_calibration),
+                                           init=None if init is None else init.estimator)
     estimator = pipeline[-1]
     mlflow.log_metrics({"train_seconds": seconds, "epochs_trained": estimator.n_epochs_})
     figures = log_evaluation(pipeline, split.X_test, split.y_test, history=estimator.history_,

@@ -29,6 +29,10 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Set by a stop: a KeyboardInterrupt raised where Python swallows it (a finalizer run inside TensorFlow, say) would
 # otherwise be lost with the handlers already ignoring more stops; the training checks this flag after each batch.
 _STOP_REQUESTED = threading.Event()
+# Set inside stops_deferred(): there a stop only sets the flag, and the code checks it at safe points, instead of a
+# KeyboardInterrupt raised at whatever bytecode runs (inside a store's commit, a lock held, say).
+_STOPS_DEFERRED = threading.Event()
+_STOP_SIGNAL: list[str] = []  # the name of the signal that stopped the run
 PARENT_CHECK_SECONDS = 1.0
 
 
@@ -51,6 +55,7 @@ def tracked_run(**kwargs):
                 installed[signum] = signal.signal(signum, _stop)
     stopped = threading.Event()
     _STOP_REQUESTED.clear()
+    _STOP_SIGNAL.clear()
     try:
         if installed and os.environ.get("MLFLOW_RUN_ID") and not kwargs.get("nested", False):
             threading.Thread(target=_stop_when_orphaned, args=(os.getppid(), stopped), daemon=True,
@@ -75,6 +80,8 @@ def tracked_run(**kwargs):
         stopped.set()
         for signum, previous in installed.items():
             signal.signal(signum, previous)
+        if installed:  # the stop belonged to this run
+            _STOP_REQUESTED.clear()
 
 
 # Seconds between the tries to write a run's status while a SQLite store stays locked by another writer.
@@ -138,13 +145,51 @@ def stop_requested() -> bool:
     return _STOP_REQUESTED.is_set()
 
 
+def raise_if_stopped() -> None:
+    """Raise ``KeyboardInterrupt`` if a Ctrl-C or SIGTERM has stopped the :func:`tracked_run` in progress.
+
+    The safe point of :func:`stops_deferred`: the training calls it after each batch.
+    """
+    if _STOP_REQUESTED.is_set():
+        raise KeyboardInterrupt(f"stopped by {_STOP_SIGNAL[0]}" if _STOP_SIGNAL else "stopped")
+
+
+@contextlib.contextmanager
+def stops_deferred():
+    """Let Ctrl-C and SIGTERM stop the body only at its safe points.
+
+    Inside, a stop of the :func:`tracked_run` in progress only sets
+    :func:`stop_requested`; the body calls :func:`raise_if_stopped` where
+    stopping is safe (the training after each batch), and leaving the block
+    raises if the body did not. Outside, a stop raises ``KeyboardInterrupt``
+    at once. Training logs to the store after every epoch, and an
+    interruption raised at whatever line runs can land inside a commit or
+    with a lock held, which other threads then wait on (CI once saw a
+    training still running a minute after ``mlflow run`` was killed).
+    Outside the main thread, and inside another such block, this does
+    nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or _STOPS_DEFERRED.is_set():
+        yield
+        return
+    _STOPS_DEFERRED.set()
+    try:
+        yield
+    finally:
+        _STOPS_DEFERRED.clear()
+    raise_if_stopped()
+
+
 def _stop(signum, frame):
-    # The first stop raises; later ones are ignored until tracked_run restores the handlers.
+    # The first stop raises, or, inside stops_deferred(), leaves it to the next safe point; later ones are ignored
+    # until tracked_run restores the handlers.
+    _STOP_SIGNAL[:] = [signal.Signals(signum).name]
     _STOP_REQUESTED.set()
     for other in _STOP_SIGNALS:
         if signal.getsignal(other) is _stop:
             signal.signal(other, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+    if not _STOPS_DEFERRED.is_set():
+        raise_if_stopped()
 
 
 def _stop_when_orphaned(parent: int, stopped: threading.Event) -> None:
