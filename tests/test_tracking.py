@@ -475,6 +475,16 @@ def _gone(process) -> bool:
         return True
 
 
+def _command_line(process) -> str:
+    """A process's id and command line, for a failure message (it may end while it is read)."""
+    import psutil
+
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())}"
+    except psutil.Error:
+        return f"{process.pid} (ended)"
+
+
 @pytest.mark.slow
 def test_killing_mlflow_run_stops_the_training_and_registers_nothing(tmp_path):
     """`kill <pid of mlflow run>` during training: the training ends too, the run is KILLED, nothing registers."""
@@ -504,7 +514,7 @@ def test_killing_mlflow_run_stops_the_training_and_registers_nothing(tmp_path):
         deadline = time.monotonic() + 120  # it takes 2-3 s on a 2-core machine; 5000 epochs take minutes
         while not all(_gone(process) for process in training) and time.monotonic() < deadline:
             time.sleep(0.5)
-        left = [f"{process.pid} {' '.join(process.cmdline())}" for process in training if not _gone(process)]
+        left = [_command_line(process) for process in training if not _gone(process)]
         assert not left, f"the training goes on without mlflow run: {left}\n" + (tmp_path / "run.log").read_text()[-3000:]
         assert client.get_run(run.info.run_id).info.status == "KILLED"
         assert client.search_model_versions("name = 'skface'") == []
